@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv/ and install dubfleet with everything it needs (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+
+# System tools used by the media pipeline and its tests: Apertium (offline en<->es MT fallback),
+# espeak-ng (last-resort TTS), pocketsphinx-testdata (real human speech for WER tests), ffmpeg.
+APT_PKGS="ffmpeg apertium apertium-eng-spa espeak-ng pocketsphinx-testdata"
+missing=""
+for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "setup: installing system packages:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "setup: warning: missing system packages:$missing (install them with apt-get; dubfleet falls back where it can)" >&2
+  fi
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q -U pip wheel
+# argostranslate -> stanza -> torch: install the CPU build first so no multi-GB CUDA build is pulled.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres]"
+touch .venv/.setup-done
+echo "setup: done (.venv ready)"

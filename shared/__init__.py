@@ -1,0 +1,1 @@
+"""Protocol types shared by the dubfleet coordinator, worker and client."""

@@ -1,0 +1,203 @@
+"""The coordinator <-> worker <-> client protocol: states, routes, headers and wire types.
+
+Everything that crosses HTTP is defined here once; both sides import it and the worker
+never imports the coordinator.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any, Mapping
+
+PROTOCOL_VERSION = 1
+
+API_KEY_HEADER = "X-API-Key"
+LEASE_HEADER = "X-Lease-Token"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+SHA256_HEADER = "X-Content-SHA256"
+WORKER_SESSION_HEADER = "X-Worker-Session"
+
+# Artifact and file names are only ever used as labels; this pattern keeps them path-safe.
+ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+MAX_CLAIM_WAIT_SECONDS = 20.0
+
+
+class JobStatus(str, Enum):
+    """Lifecycle of a job."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for states a job never leaves on its own."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Stage(str, Enum):
+    """What a running job is doing now."""
+
+    DOWNLOADING = "downloading"
+    TRANSCRIBING = "transcribing"
+    TRANSLATING = "translating"
+    SYNTHESIZING = "synthesizing"
+    MUXING = "muxing"
+    UPLOADING = "uploading"
+
+
+class JobKind(str, Enum):
+    """What a job produces."""
+
+    DUB = "dub"
+    SUBTITLE = "subtitle"
+    TRANSCRIBE = "transcribe"
+    ECHO = "echo"
+
+
+class KeyKind(str, Enum):
+    """Who an API key belongs to."""
+
+    WORKER = "worker"
+    CLIENT = "client"
+    ADMIN = "admin"
+
+
+class Routes:
+    """URL templates of the HTTP API (Flask style placeholders)."""
+
+    HEALTH = "/health"
+    JOBS = "/jobs"
+    UPLOAD_ASYNC = "/upload-async"
+    JOB = "/jobs/<job_id>"
+    JOB_RETRY = "/jobs/<job_id>/retry"
+    JOB_DOWNLOAD = "/jobs/<job_id>/download"
+    JOB_ARTIFACT = "/jobs/<job_id>/artifacts/<name>"
+    QUEUE_INFO = "/queue/info"
+    # worker side
+    NEXT = "/jobs/next"
+    CLAIM_NEXT = "/jobs/claim"
+    CLAIM = "/jobs/<job_id>/claim"
+    DOWNLOAD_INPUT = "/jobs/<job_id>/download-input"
+    HEARTBEAT = "/jobs/<job_id>/heartbeat"
+    UPLOAD_RESULT = "/jobs/<job_id>/upload-result"
+    COMPLETE = "/jobs/<job_id>/complete"
+    FAIL = "/jobs/<job_id>/fail"
+    RELEASE = "/jobs/<job_id>/release"
+
+    @staticmethod
+    def fill(template: str, **values: str) -> str:
+        """Substitute `<name>` placeholders in a route template."""
+        for key, value in values.items():
+            template = template.replace(f"<{key}>", str(value))
+        return template
+
+
+class _Wire:
+    """Mixin: dict conversion that ignores unknown keys (forward compatible)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        """Build from a dict, ignoring keys this version does not know."""
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class WorkerInfo(_Wire):
+    """What a worker advertises when it asks for work: identity and capabilities."""
+
+    worker_id: str
+    session_id: str
+    hostname: str = ""
+    device: str = "cpu"
+    memory_mb: int = 0
+    gpu_memory_mb: int = 0
+    kinds: tuple[str, ...] = (JobKind.ECHO.value,)
+    asr_models: tuple[str, ...] = ()
+    target_languages: tuple[str, ...] = ()
+    engines: tuple[str, ...] = ()
+    version: int = PROTOCOL_VERSION
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "WorkerInfo":
+        """Build from JSON, turning lists into tuples."""
+        info = super().from_dict(data)
+        tuples = {k: tuple(str(x) for x in getattr(info, k)) for k in
+                  ("kinds", "asr_models", "target_languages", "engines")}
+        return cls(**{**asdict(info), **tuples})
+
+
+@dataclass(frozen=True)
+class ClaimedJob(_Wire):
+    """A job as handed to the worker that claimed it; the lease token fences later calls."""
+
+    job_id: str
+    kind: str
+    lease_token: str
+    lease_expires_at: float
+    attempt: int
+    max_attempts: int
+    heartbeat_interval: float
+    source_language: str = "auto"
+    target_language: str = "es"
+    options: dict = field(default_factory=dict)
+    input_name: str = ""
+    input_size: int | None = None
+    input_sha256: str | None = None
+    source_url: str | None = None
+    asr_model: str | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat(_Wire):
+    """Progress report sent by a worker; renews the lease."""
+
+    stage: str | None = None
+    progress: float | None = None
+    message: str | None = None
+    eta_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatReply(_Wire):
+    """The control channel: cancellation and the renewed lease."""
+
+    cancel_requested: bool
+    lease_expires_at: float
+    heartbeat_interval: float
+
+
+@dataclass(frozen=True)
+class FailReport(_Wire):
+    """Why an attempt failed and whether trying again could help."""
+
+    reason: str
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class ArtifactInfo(_Wire):
+    """A stored result file of a job."""
+
+    name: str
+    size: int
+    sha256: str
+    content_type: str = "application/octet-stream"
+    attempt: int = 0
+
+
+def is_valid_artifact_name(name: str) -> bool:
+    """True if `name` is safe to use as an artifact label."""
+    return bool(ARTIFACT_NAME_RE.match(name or "")) and ".." not in name

@@ -1,0 +1,1 @@
+"""dubfleet worker: pulls jobs from a coordinator and runs them (echo, transcribe, subtitle, dub)."""
