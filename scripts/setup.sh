@@ -24,5 +24,6 @@ fi
 # argostranslate -> stanza -> torch: install the CPU build first so no multi-GB CUDA build is pulled.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 .venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres]"
+.venv/bin/python scripts/coqui_cpu_fix.py
 touch .venv/.setup-done
 echo "setup: done (.venv ready)"

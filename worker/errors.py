@@ -52,3 +52,12 @@ class CoordinatorError(WorkerError):
 
 class CoordinatorUnavailable(CoordinatorError):
     """The coordinator could not be reached."""
+
+
+class Backoff(CoordinatorUnavailable):
+    """The coordinator asked us to slow down (429/503 with Retry-After)."""
+
+    def __init__(self, message: str | None = None, status: int = 0, error: str = "",
+                 retry_after: float | None = None):
+        super().__init__(message, status, error)
+        self.retry_after = retry_after

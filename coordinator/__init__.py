@@ -1,0 +1,78 @@
+"""dubfleet coordinator: the HTTP job queue that clients submit to and workers pull from."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask
+
+from . import config as config_module
+from .callbacks import CallbackSender
+from .database import configure_engine
+from .errors import register_error_handlers
+from .extensions import db
+from .notify import AppEvents, ClaimNotifier
+from .policy import QueuePolicy
+from .state import EXTENSION_KEY, CoordinatorState, get_state
+from .storage import Storage
+from .workers import WorkerRegistry
+
+__version__ = "0.1.0"
+
+logger = logging.getLogger(__name__)
+
+
+def _build_view(app: Flask):
+    """A function that renders a job's view in a fresh app context (for callbacks)."""
+    def build(job_id: str) -> dict[str, Any] | None:
+        from .models import Job
+        from .serializers import job_view
+        with app.app_context():
+            try:
+                job = db.session.get(Job, job_id)
+                return None if job is None else job_view(db.session, job)
+            finally:
+                db.session.remove()
+    return build
+
+
+def _init_state(app: Flask) -> CoordinatorState:
+    """Create the storage, queue policy, notifier and callback sender."""
+    storage = Storage(app.config["DATA_DIR"])
+    storage.prepare()
+    notifier = ClaimNotifier(int(app.config["MAX_CLAIM_WAITERS"]))
+    sender = None
+    if app.config["CALLBACKS_ENABLED"]:
+        sender = CallbackSender(_build_view(app), float(app.config["CALLBACK_TIMEOUT"]))
+    state = CoordinatorState(storage=storage, policy=QueuePolicy.from_config(app.config),
+                             notifier=notifier, events=AppEvents(notifier, sender),
+                             workers=WorkerRegistry(), callbacks=sender)
+    app.extensions[EXTENSION_KEY] = state
+    return state
+
+
+def _init_database(app: Flask) -> None:
+    """Bind SQLAlchemy, install the engine hooks and create missing tables."""
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)
+        from . import models  # noqa: F401 - register the tables
+        db.create_all()
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the coordinator app: defaults, then environment, then `test_config`."""
+    app = Flask(__name__)
+    app.config.update(config_module.build(test_config))
+    app.json.sort_keys = False
+    _init_state(app)
+    _init_database(app)
+    register_error_handlers(app)
+    from .api import register_blueprints
+    register_blueprints(app)
+    logger.info("coordinator ready: data dir %s, database %s", app.config["DATA_DIR"],
+                app.config["SQLALCHEMY_DATABASE_URI"].split("@")[-1])
+    return app
+
+
+__all__ = ["create_app", "get_state", "__version__"]

@@ -1,0 +1,15 @@
+"""HTTP blueprints: client endpoints, worker endpoints and the health check."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach every blueprint to `app`."""
+    from .client import bp as client_bp
+    from .health import bp as health_bp
+    from .worker import bp as worker_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(worker_bp)
+    app.register_blueprint(client_bp)

@@ -1,0 +1,179 @@
+"""Client endpoints: submit, list, view, cancel, retry, download, queue info."""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, BinaryIO, Mapping
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, request
+
+from shared.protocol import IDEMPOTENCY_HEADER, JobStatus, KeyKind, Routes, is_valid_artifact_name
+
+from .. import jobs, queries
+from ..auth import current_principal, require_key
+from ..errors import BadRequest, Conflict, NotFound, ValidationFailed
+from ..extensions import db
+from ..serializers import job_view, submit_reply
+from ..state import get_state
+from ..storage import StoredFile
+from ..validation import NewJob, display_name, parse_idempotency_key, parse_int, parse_submission
+from ..workers import workers_online
+from .common import read_json, reply, send_stored, visible_job
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("client", __name__)
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _submission() -> tuple[Mapping[str, Any], BinaryIO | None, str]:
+    """The submitted fields, the input stream (None for source_url jobs) and its display name."""
+    if request.mimetype in _FORM_TYPES:
+        upload = request.files.get("file")
+        if upload is None:
+            raise BadRequest("no file: send a multipart 'file' part, a raw body or a source_url")
+        fields = {**request.args.to_dict(), **request.form.to_dict()}
+        return fields, upload.stream, fields.get("filename") or upload.filename or ""
+    if request.is_json:
+        body = read_json(required=True)
+        if not body.get("source_url"):
+            raise BadRequest("no file: a JSON submission needs a source_url")
+        return body, None, ""
+    if request.content_length == 0:
+        raise BadRequest("the uploaded file is empty")
+    return request.args.to_dict(), request.stream, request.args.get("filename", "")
+
+
+def _input_name(new: NewJob, raw_name: str) -> NewJob:
+    """Fill in the display name: the given file name, else the URL's last path segment."""
+    name = new.input_name or display_name(raw_name)
+    if not name and new.source_url:
+        name = display_name(urlsplit(new.source_url).path)
+    return replace(new, input_name=name or "input")
+
+
+def _store_and_submit(new: NewJob, stream: BinaryIO | None, idem: str | None) -> tuple[Any, bool]:
+    """Stream the input to disk (outside any transaction), then insert the job."""
+    state, principal = get_state(), current_principal()
+    job_id = jobs.new_job_id()
+    stored: StoredFile | None = None
+    if stream is not None:
+        stored = state.storage.save_input(job_id, stream, current_app.config["MAX_UPLOAD_BYTES"])
+    try:
+        job, created = jobs.submit(
+            db.session, new, owner_key_id=principal.key_id, job_id=job_id, idempotency_key=idem,
+            input_size=stored.size if stored else None, input_sha256=stored.sha256 if stored else None,
+            default_max_attempts=state.policy.max_attempts, events=state.events)
+    except BaseException:
+        state.storage.remove_job(job_id)
+        raise
+    if not created:
+        state.storage.remove_job(job_id)
+    return job, created
+
+
+@bp.post(Routes.JOBS)
+@bp.post(Routes.UPLOAD_ASYNC)
+@require_key(KeyKind.CLIENT)
+def submit_job() -> Response:
+    """Accept a job (multipart file, raw body or source_url) and queue it."""
+    idem = parse_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+    fields, stream, raw_name = _submission()
+    new = _input_name(parse_submission(fields, current_app.config["MAX_ATTEMPTS"]), raw_name)
+    existing = jobs.find_idempotent(db.session, current_principal().key_id, idem)
+    if existing is not None:
+        return reply(submit_reply(db.session, existing), 200)
+    db.session.rollback()  # no transaction may stay open while the upload streams
+    job, created = _store_and_submit(new, stream, idem)
+    logger.info("job %s %s (%s)", job.id, "queued" if created else "deduplicated", job.kind)
+    return reply(submit_reply(db.session, job), 202 if created else 200)
+
+
+def _list_args() -> tuple[str | None, int, int]:
+    """status, limit and offset of GET /jobs."""
+    status = request.args.get("status") or None
+    if status is not None and status not in {s.value for s in JobStatus}:
+        raise ValidationFailed(f"unknown status {status[:20]!r}", field="status")
+    limit = parse_int(request.args.get("limit", "50"), "limit", 1, 500)
+    offset = parse_int(request.args.get("offset", "0"), "offset", 0, 10**9)
+    return status, limit, offset
+
+
+@bp.get(Routes.JOBS)
+@require_key(KeyKind.CLIENT)
+def list_jobs() -> Response:
+    """A page of the caller's jobs (admin: everyone's), newest first."""
+    status, limit, offset = _list_args()
+    principal = current_principal()
+    owner = None if principal.is_admin else principal.key_id
+    page, total = queries.list_jobs(db.session, owner, status, limit, offset)
+    return reply({"jobs": [job_view(db.session, job) for job in page], "total": total,
+                  "limit": limit, "offset": offset})
+
+
+@bp.get(Routes.JOB)
+@require_key(KeyKind.CLIENT)
+def get_job(job_id: str) -> Response:
+    """The job view."""
+    job = visible_job(job_id, current_principal())
+    return reply(job_view(db.session, job))
+
+
+@bp.delete(Routes.JOB)
+@require_key(KeyKind.CLIENT)
+def cancel_job(job_id: str) -> Response:
+    """Cancel a queued job now, or ask a running one to stop."""
+    visible_job(job_id, current_principal())
+    job = jobs.cancel(db.session, job_id, events=get_state().events)
+    return reply(job_view(db.session, job))
+
+
+@bp.post(Routes.JOB_RETRY)
+@require_key(KeyKind.CLIENT)
+def retry_job(job_id: str) -> Response:
+    """Requeue a failed or cancelled job."""
+    visible_job(job_id, current_principal())
+    job = jobs.retry(db.session, job_id, events=get_state().events)
+    return reply(job_view(db.session, job))
+
+
+def _send_artifact(job_id: str, name: str) -> Response:
+    """Stream one of the job's visible artifacts."""
+    job = visible_job(job_id, current_principal())
+    match = [a for a in queries.visible_artifacts(db.session, job) if a.name == name]
+    if not match:
+        raise NotFound(f"the job has no artifact named {name[:128]!r}")
+    artifact = match[0]
+    relpath, sha256, content_type = artifact.path, artifact.sha256, artifact.content_type
+    db.session.rollback()  # release the database before streaming the file
+    return send_stored(relpath, sha256, name, content_type)
+
+
+@bp.get(Routes.JOB_DOWNLOAD)
+@require_key(KeyKind.CLIENT)
+def download(job_id: str) -> Response:
+    """The main result of a completed job."""
+    job = visible_job(job_id, current_principal())
+    if job.status != JobStatus.COMPLETED.value or not job.main_artifact:
+        raise Conflict(f"the job has not completed (it is {job.status})")
+    return _send_artifact(job_id, job.main_artifact)
+
+
+@bp.get(Routes.JOB_ARTIFACT)
+@require_key(KeyKind.CLIENT)
+def download_artifact(job_id: str, name: str) -> Response:
+    """A named artifact of the completed run, or a partial one of the running attempt."""
+    if not is_valid_artifact_name(name):
+        raise NotFound("no such artifact")
+    return _send_artifact(job_id, name)
+
+
+@bp.get(Routes.QUEUE_INFO)
+@require_key(KeyKind.CLIENT)
+def queue_info() -> Response:
+    """Queue counts and throughput."""
+    info = queries.queue_info(db.session)
+    info["workers_online"] = workers_online(db.session, current_app.config["WORKER_ONLINE_SECONDS"])
+    return reply(info)

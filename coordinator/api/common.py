@@ -1,0 +1,87 @@
+"""Helpers shared by the views: JSON bodies, job lookup with ownership, file responses."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Response, jsonify, request, send_file
+
+from shared.protocol import SHA256_HEADER
+
+from ..auth import Principal
+from ..errors import BadRequest, NotFound, PayloadTooLarge
+from ..extensions import db
+from ..models import Job
+from ..state import get_state
+from ..storage import is_job_id
+
+MAX_JSON_BYTES = 1024 * 1024
+
+
+def read_json(required: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object ({} when empty and not required); 400 when malformed."""
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise PayloadTooLarge("JSON bodies are limited to 1 MB")
+    raw = request.stream.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise PayloadTooLarge("JSON bodies are limited to 1 MB")
+    if not raw.strip():
+        if required:
+            raise BadRequest("a JSON body is required")
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def reply(payload: dict[str, Any], status: int = 200) -> Response:
+    """A JSON response."""
+    response = jsonify(payload)
+    response.status_code = status
+    return response
+
+
+def no_content(retry_after: int | None = None) -> Response:
+    """An empty 204 reply, optionally with Retry-After."""
+    response = Response(status=204)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def get_job(job_id: str) -> Job:
+    """A job by id (404 when the id is malformed or unknown)."""
+    job = db.session.get(Job, job_id) if is_job_id(job_id) else None
+    if job is None:
+        raise NotFound()
+    return job
+
+
+def visible_job(job_id: str, principal: Principal) -> Job:
+    """A job the caller may see: its own, or any for admin; others' jobs are 404."""
+    job = get_job(job_id)
+    if not principal.is_admin and job.owner_key_id != principal.key_id:
+        raise NotFound()
+    return job
+
+
+def require_job_id(job_id: str) -> str:
+    """404 for ids that cannot be job ids (before any database work)."""
+    if not is_job_id(job_id):
+        raise NotFound()
+    return job_id
+
+
+def send_stored(relpath: str, sha256: str, download_name: str, mimetype: str) -> Response:
+    """Stream a stored file with Range support and the sha256 as ETag."""
+    path = get_state().storage.resolve(relpath)
+    if not path.is_file():
+        raise NotFound("the stored file is missing")
+    response = send_file(path, mimetype=mimetype, as_attachment=True, download_name=download_name,
+                         conditional=True, etag=sha256, max_age=None)
+    response.headers[SHA256_HEADER] = sha256
+    return response

@@ -1,0 +1,54 @@
+"""GET /health: database and storage checks, no key needed."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response
+from sqlalchemy import text
+
+from shared.errors import error_payload
+from shared.protocol import PROTOCOL_VERSION, Routes
+
+from ..extensions import db
+from ..state import get_state
+from .common import reply
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("health", __name__)
+
+
+def _check_database() -> str:
+    """'ok' or a short description of the failure."""
+    try:
+        db.session.execute(text("SELECT 1"))
+        db.session.commit()
+        return "ok"
+    except Exception as exc:  # the health check reports, it never raises
+        db.session.rollback()
+        logger.warning("health: database check failed: %s", exc)
+        return "error"
+
+
+def _check_storage() -> str:
+    """'ok' or 'error' after writing and deleting a probe file."""
+    try:
+        get_state().storage.probe()
+        return "ok"
+    except OSError as exc:
+        logger.warning("health: storage check failed: %s", exc)
+        return "error"
+
+
+@bp.get(Routes.HEALTH)
+def health() -> Response:
+    """Report whether the database and storage work."""
+    from .. import __version__
+    checks = {"database": _check_database(), "storage": _check_storage()}
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "ok" if healthy else "unavailable", **checks, "version": __version__,
+            "protocol": PROTOCOL_VERSION}
+    if healthy:
+        return reply(body)
+    failing = ", ".join(name for name, value in checks.items() if value != "ok")
+    return reply({**body, **error_payload("service_unavailable", f"check failed: {failing}")}, 503)

@@ -1,0 +1,200 @@
+"""Worker endpoints: peek, claim (long-poll), input download, heartbeat, upload, finish."""
+from __future__ import annotations
+
+import logging
+import random
+
+from flask import Blueprint, Response, current_app, request
+
+from shared.protocol import (LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS, SHA256_HEADER, WORKER_SESSION_HEADER,
+                             ArtifactInfo, KeyKind, Routes, WorkerInfo)
+
+from .. import jobs
+from ..auth import require_key
+from ..errors import LeaseLost, NotFound, ValidationFailed
+from ..extensions import db
+from ..serializers import claimed_job, job_view
+from ..state import get_state
+from ..validation import (parse_bool, parse_content_type, parse_csv, parse_fail_report, parse_heartbeat,
+                          parse_label, parse_language, parse_number, parse_sha256, parse_worker_info)
+from .common import no_content, read_json, reply, require_job_id, send_stored
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("worker", __name__)
+
+
+def _session_header() -> str:
+    """The caller's X-Worker-Session header ('' when absent)."""
+    return request.headers.get(WORKER_SESSION_HEADER, "")
+
+
+def _touch(info: WorkerInfo | None = None) -> None:
+    """Record that this worker session is alive (throttled, never fails the request)."""
+    get_state().workers.touch(db.session, info.session_id if info else _session_header(), info)
+
+
+def _lease_token() -> str | None:
+    """The X-Lease-Token header."""
+    return request.headers.get(LEASE_HEADER) or None
+
+
+def _claimed_reply(claimed: jobs.Claimed) -> Response:
+    """200 with the ClaimedJob."""
+    body = claimed_job(claimed.job, claimed.lease_token, claimed.lease_expires_at, get_state().policy)
+    logger.info("job %s claimed by %s (attempt %s)", body.job_id, claimed.job["worker_id"], body.attempt)
+    return reply(body.to_dict())
+
+
+@bp.get(Routes.NEXT)
+@require_key(KeyKind.WORKER)
+def peek_next() -> Response:
+    """The job this worker would get next, without claiming it (204 when none)."""
+    args = request.args
+    info = parse_worker_info({"kinds": list(parse_csv(args.get("kinds"))) or ["echo"],
+                              "asr_models": list(parse_csv(args.get("asr_models"))),
+                              "target_languages": list(parse_csv(args.get("target_languages")))},
+                             _session_header())
+    _touch()
+    job = jobs.peek_next(db.session, info)
+    return no_content() if job is None else reply(job_view(db.session, job))
+
+
+def _claim_request() -> tuple[WorkerInfo, float]:
+    """The worker info and the long-poll wait of POST /jobs/claim."""
+    body = read_json()
+    info = parse_worker_info(body.get("worker"), _session_header())
+    wait = parse_number(body.get("wait", 0), "wait", 0.0, 1e9)
+    return info, min(wait, MAX_CLAIM_WAIT_SECONDS)
+
+
+@bp.post(Routes.CLAIM_NEXT)
+@require_key(KeyKind.WORKER)
+def claim_next() -> Response:
+    """Claim the next job; with `wait` hold the request until one arrives (204 when none)."""
+    info, wait = _claim_request()
+    state = get_state()
+    _touch(info)
+
+    def attempt() -> jobs.Claimed | None:
+        return jobs.claim_next(db.session, info, state.policy)
+
+    claimed = attempt()
+    if claimed is None and wait > 0:
+        with state.notifier.slot() as granted:
+            if not granted:
+                return no_content(retry_after=random.randint(2, 5))
+            claimed = state.notifier.wait_for(attempt, wait)
+    return no_content() if claimed is None else _claimed_reply(claimed)
+
+
+@bp.post(Routes.CLAIM)
+@require_key(KeyKind.WORKER)
+def claim_specific(job_id: str) -> Response:
+    """Claim this job if it is still queued (409 otherwise)."""
+    require_job_id(job_id)
+    info = parse_worker_info(read_json(), _session_header())
+    _touch(info)
+    return _claimed_reply(jobs.claim_specific(db.session, job_id, info, get_state().policy))
+
+
+@bp.get(Routes.DOWNLOAD_INPUT)
+@require_key(KeyKind.WORKER)
+def download_input(job_id: str) -> Response:
+    """Stream the job's uploaded input to the lease holder."""
+    require_job_id(job_id)
+    _touch()
+    job = jobs.lease_run(db.session, job_id, _lease_token())
+    if job.input_size is None or not job.input_sha256:
+        raise NotFound("the job has no uploaded input (fetch its source_url)")
+    relpath = get_state().storage.input_relpath(job_id)
+    return send_stored(relpath, job.input_sha256, job.input_name or "input", "application/octet-stream")
+
+
+@bp.post(Routes.HEARTBEAT)
+@require_key(KeyKind.WORKER)
+def heartbeat(job_id: str) -> Response:
+    """Renew the lease and record progress; the reply says whether to cancel."""
+    require_job_id(job_id)
+    beat = parse_heartbeat(read_json())
+    _touch()
+    answer = jobs.heartbeat(db.session, job_id, _lease_token(), beat, get_state().policy)
+    return reply(answer.to_dict())
+
+
+def _upload_args() -> tuple[str, bool, str, str | None]:
+    """name, final, content_type and expected sha256 of an upload."""
+    name = parse_label(request.args.get("name", "result"), "name")
+    final = parse_bool(request.args.get("final", "1"), "final")
+    content_type = parse_content_type(request.args.get("content_type"))
+    return name, final, content_type, parse_sha256(request.headers.get(SHA256_HEADER))
+
+
+def _upload_stream():
+    """The uploaded bytes: a multipart 'file' part or the raw body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise ValidationFailed("multipart uploads need a 'file' part", field="file")
+        return upload.stream
+    return request.stream
+
+
+@bp.post(Routes.UPLOAD_RESULT)
+@require_key(KeyKind.WORKER)
+def upload_result(job_id: str) -> Response:
+    """Store an artifact of the current run; `final=1` also completes the job."""
+    require_job_id(job_id)
+    name, final, content_type, expected = _upload_args()
+    _touch()
+    token, state = _lease_token(), get_state()
+    run = jobs.lease_run(db.session, job_id, token).run_number
+    stored = state.storage.save_artifact(job_id, run, name, _upload_stream(),
+                                         current_app.config["MAX_UPLOAD_BYTES"], expected)
+    info = ArtifactInfo(name=name, size=stored.size, sha256=stored.sha256, content_type=content_type,
+                        attempt=run)
+    try:
+        status = jobs.add_artifact(db.session, job_id, token, info, stored.relpath, final=final,
+                                   events=state.events)
+    except LeaseLost:
+        state.storage.remove(stored.relpath)
+        raise
+    return reply({"artifact": info.to_dict(), "status": status})
+
+
+@bp.post(Routes.COMPLETE)
+@require_key(KeyKind.WORKER)
+def complete(job_id: str) -> Response:
+    """Complete with an artifact uploaded earlier in this run."""
+    require_job_id(job_id)
+    body = read_json(required=True)
+    main = parse_label(body.get("main_artifact"), "main_artifact")
+    detected = body.get("detected_language")
+    detected = parse_language(detected, "detected_language", False) if detected else None
+    _touch()
+    job = jobs.complete(db.session, job_id, _lease_token(), main, detected, events=get_state().events)
+    return reply({"job_id": job_id, "status": job.status})
+
+
+@bp.post(Routes.FAIL)
+@require_key(KeyKind.WORKER)
+def fail(job_id: str) -> Response:
+    """Record a failed attempt (requeue with backoff, or fail for good)."""
+    require_job_id(job_id)
+    report = parse_fail_report(read_json())
+    _touch()
+    state = get_state()
+    job = jobs.fail(db.session, job_id, _lease_token(), report.reason, report.retryable, state.policy,
+                    events=state.events)
+    return reply({"job_id": job_id, "status": job.status, "attempts": job.attempts,
+                  "available_at": job.available_at})
+
+
+@bp.post(Routes.RELEASE)
+@require_key(KeyKind.WORKER)
+def release(job_id: str) -> Response:
+    """Give the job back to the queue now."""
+    require_job_id(job_id)
+    _touch()
+    job = jobs.release(db.session, job_id, _lease_token(), events=get_state().events)
+    return reply({"job_id": job_id, "status": job.status})

@@ -1,0 +1,140 @@
+"""`coordinator` command line: serve, manage API keys, prune old jobs."""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any, Callable
+
+import click
+from flask import Flask
+
+from shared.protocol import KeyKind
+
+from .extensions import db
+
+logger = logging.getLogger(__name__)
+
+# Every option names its environment variable in --help.
+option = functools.partial(click.option, show_envvar=True)
+
+# Waitress' body limit sits just above the app's own limit so the app answers the JSON 413.
+_BODY_SLACK = 2 * 1024 * 1024
+
+
+def _data_dir_option(command: Callable) -> Callable:
+    """Shared --data-dir option."""
+    return option("--data-dir", envvar="DUBFLEET_DATA_DIR", default=None,
+                        type=click.Path(file_okay=False),
+                        help="Directory for the SQLite database, inputs and artifacts "
+                             "(default ./data).")(command)
+
+
+def _make_app(data_dir: str | None, **extra: Any) -> Flask:
+    """Build the app with the CLI's overrides."""
+    from . import create_app
+    overrides = {key: value for key, value in {"DATA_DIR": data_dir, **extra}.items() if value is not None}
+    try:
+        return create_app(overrides)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _with_app(command: Callable) -> Callable:
+    """Run the command body inside an app context built from --data-dir."""
+    @_data_dir_option
+    @functools.wraps(command)
+    def wrapper(data_dir: str | None, **kwargs: Any) -> Any:
+        app = _make_app(data_dir)
+        with app.app_context():
+            try:
+                return command(app, **kwargs)
+            finally:
+                db.session.remove()
+    return wrapper
+
+
+@click.group()
+@option("--log-level", envvar="LOG_LEVEL", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Logging verbosity.")
+def main(log_level: str) -> None:
+    """dubfleet coordinator: the job queue server."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@option("--host", envvar="COORDINATOR_HOST", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (0.0.0.0 for every interface).")
+@option("--port", envvar="PORT", default=8000, show_default=True, type=click.IntRange(1, 65535),
+              help="TCP port to listen on.")
+@option("--threads", envvar="COORDINATOR_THREADS", default=32, show_default=True,
+              type=click.IntRange(4, 1024), help="Request threads (long-polling workers hold one each).")
+@_data_dir_option
+def serve(host: str, port: int, threads: int, data_dir: str | None) -> None:
+    """Run the coordinator with waitress and the lease reaper."""
+    import waitress
+
+    from .reaper import start_reaper
+    app = _make_app(data_dir, THREADS=threads)
+    reaper = start_reaper(app)
+    click.echo(f"coordinator listening on http://{host}:{port} (data dir {app.config['DATA_DIR']})")
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="dubfleet",
+                       max_request_body_size=app.config["MAX_UPLOAD_BYTES"] + _BODY_SLACK,
+                       connection_limit=max(100, threads * 4), channel_timeout=120)
+    finally:
+        reaper.stop()
+
+
+@main.command("create-key")
+@option("--kind", envvar="DUBFLEET_KEY_KIND", required=True,
+              type=click.Choice([k.value for k in KeyKind]), help="Who the key is for.")
+@option("--name", envvar="DUBFLEET_KEY_NAME", required=True, help="A label to recognise the key by.")
+@_with_app
+def create_key(app: Flask, kind: str, name: str) -> None:
+    """Create an API key and print it (it is shown only this once)."""
+    from .auth import create_key as make
+    row, plain = make(db.session, KeyKind(kind), name.strip()[:128] or kind)
+    click.echo(plain)
+    click.echo(f"created {kind} key #{row.id} {name!r}; store it now, it cannot be shown again", err=True)
+
+
+@main.command("list-keys")
+@_with_app
+def list_keys(app: Flask) -> None:
+    """List API keys (never the keys themselves)."""
+    from .models import ApiKey
+    for row in db.session.scalars(db.select(ApiKey).order_by(ApiKey.id)):
+        state = "revoked" if row.revoked_at else "active"
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.created_at))
+        click.echo(f"{row.id}\t{row.kind}\t{state}\t{row.prefix}…\t{created}\t{row.name}")
+
+
+@main.command("revoke-key")
+@option("--id", "key_id", envvar="DUBFLEET_KEY_ID", required=True, type=int,
+              help="Id of the key to revoke (see list-keys).")
+@_with_app
+def revoke_key(app: Flask, key_id: int) -> None:
+    """Revoke an API key; requests using it get 401 from now on."""
+    from .auth import revoke_key as revoke
+    if not revoke(db.session, key_id):
+        raise click.ClickException(f"no active key with id {key_id}")
+    click.echo(f"revoked key #{key_id}")
+
+
+@main.command()
+@option("--days", envvar="DUBFLEET_PRUNE_DAYS", default=30.0, show_default=True,
+              type=click.FloatRange(min=0), help="Delete finished jobs older than this many days.")
+@_with_app
+def prune(app: Flask, days: float) -> None:
+    """Delete finished (completed, failed, cancelled) jobs and their files."""
+    from . import queries
+    from .state import get_state
+    from .workers import prune_workers
+    removed = queries.prune(db.session, days * 86400)
+    storage = get_state(app).storage
+    for job_id in removed:
+        storage.remove_job(job_id)
+    gone = prune_workers(db.session, time.time() - max(days * 86400, 86400))
+    click.echo(f"pruned {len(removed)} jobs and {gone} worker sessions")

@@ -1,0 +1,140 @@
+"""Coordinator settings: defaults, then environment variables, then an explicit mapping."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+MIB = 1024 * 1024
+
+DEFAULTS: dict[str, Any] = {
+    "DATA_DIR": "./data",
+    "DATABASE_URL": None,  # None: a SQLite file inside DATA_DIR
+    "WORKER_API_KEY": None,
+    "ADMIN_API_KEY": None,
+    "MAX_UPLOAD_MB": 2048,
+    "LEASE_SECONDS": 120.0,
+    "MAX_ATTEMPTS": 3,
+    "RETRY_BACKOFF_SECONDS": 10.0,
+    "RETRY_BACKOFF_CAP_SECONDS": 600.0,
+    "REAPER_INTERVAL": 2.0,
+    "THREADS": 32,
+    "MAX_CLAIM_WAITERS": None,  # None: THREADS - 4
+    "CALLBACKS_ENABLED": True,
+    "CALLBACK_TIMEOUT": 5.0,
+    "WORKER_ONLINE_SECONDS": 60.0,
+}
+
+
+def _to_bool(value: str) -> bool:
+    """Parse the usual spellings of a boolean environment variable."""
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "DUBFLEET_DATA_DIR": str,
+    "DATABASE_URL": str,
+    "WORKER_API_KEY": str,
+    "ADMIN_API_KEY": str,
+    "MAX_UPLOAD_MB": int,
+    "LEASE_SECONDS": float,
+    "MAX_ATTEMPTS": int,
+    "RETRY_BACKOFF_SECONDS": float,
+    "RETRY_BACKOFF_CAP_SECONDS": float,
+    "REAPER_INTERVAL": float,
+    "COORDINATOR_THREADS": int,
+    "MAX_CLAIM_WAITERS": int,
+    "CALLBACKS_ENABLED": _to_bool,
+    "CALLBACK_TIMEOUT": float,
+    "WORKER_ONLINE_SECONDS": float,
+}
+
+# Environment variable name -> config key, where they differ.
+_ENV_TO_KEY = {"DUBFLEET_DATA_DIR": "DATA_DIR", "COORDINATOR_THREADS": "THREADS"}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read the settings present in the environment, parsed to their types."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for name, parse in _PARSERS.items():
+        raw = environ.get(name)
+        if raw is None or (raw == "" and parse is not str):
+            continue
+        try:
+            value = parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"bad value for environment variable {name}: {exc}") from exc
+        if value != "":
+            found[_ENV_TO_KEY.get(name, name)] = value
+    return found
+
+
+def normalize_database_url(url: str) -> str:
+    """Point PostgreSQL URLs at the psycopg 3 driver (hosted databases hand out postgres://)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The default database: a SQLite file inside the data directory."""
+    return f"sqlite:///{(data_dir / 'coordinator.db').resolve()}"
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    """Pool settings sized for a threaded server with long-polling workers."""
+    if url.startswith("sqlite"):
+        return {"pool_size": 16, "max_overflow": 48, "pool_timeout": 30,
+                "connect_args": {"timeout": 30}}
+    return {"pool_size": 10, "max_overflow": 30, "pool_timeout": 30, "pool_pre_ping": True}
+
+
+def _check(config: dict[str, Any]) -> None:
+    """Reject settings that would make the queue misbehave."""
+    rules = {
+        "MAX_UPLOAD_MB": config["MAX_UPLOAD_MB"] > 0,
+        "LEASE_SECONDS": config["LEASE_SECONDS"] > 0,
+        "MAX_ATTEMPTS": 1 <= config["MAX_ATTEMPTS"] <= 10,
+        "RETRY_BACKOFF_SECONDS": config["RETRY_BACKOFF_SECONDS"] >= 0,
+        "REAPER_INTERVAL": config["REAPER_INTERVAL"] > 0,
+        "THREADS": config["THREADS"] >= 1,
+        "MAX_CLAIM_WAITERS": config["MAX_CLAIM_WAITERS"] >= 0,
+    }
+    bad = [name for name, ok in rules.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid coordinator settings: {', '.join(bad)}")
+
+
+def finalize(config: dict[str, Any]) -> dict[str, Any]:
+    """Derive the dependent settings (paths, database URI, limits) in place and return them."""
+    data_dir = Path(config["DATA_DIR"]).expanduser().resolve()
+    config["DATA_DIR"] = str(data_dir)
+    url = normalize_database_url(config["DATABASE_URL"] or sqlite_url(data_dir))
+    config["DATABASE_URL"] = url
+    config["SQLALCHEMY_DATABASE_URI"] = url
+    options = _engine_options(url)
+    options.update(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+    if config["MAX_CLAIM_WAITERS"] is None:
+        config["MAX_CLAIM_WAITERS"] = max(1, int(config["THREADS"]) - 4)
+    config["MAX_UPLOAD_BYTES"] = int(config["MAX_UPLOAD_MB"]) * MIB
+    # Room for multipart framing; the exact file limit is enforced while streaming.
+    config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_BYTES"] + MIB
+    _check(config)
+    return config
+
+
+def build(test_config: Mapping[str, Any] | None = None,
+          environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Layer defaults, environment and `test_config`, then derive the rest."""
+    config = dict(DEFAULTS)
+    config.update(from_env(environ))
+    config.update(test_config or {})
+    return finalize(config)

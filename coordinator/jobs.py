@@ -1,0 +1,413 @@
+"""The queue: submit, claim, lease-fenced worker calls, cancel/retry, reaper and stats.
+
+Plain functions over an explicit SQLAlchemy session; each call is one transaction and
+commits before it returns. Events (wake-ups, callbacks) fire after the commit.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.protocol import ArtifactInfo, Heartbeat, HeartbeatReply, JobStatus, WorkerInfo
+
+from . import statements
+from .database import is_postgres
+from .errors import Conflict, LeaseLost, NotFound
+from .models import Artifact, Job
+from .notify import NullEvents, QueueEvents
+from .policy import QueuePolicy
+from .validation import NewJob
+
+logger = logging.getLogger(__name__)
+
+QUEUED, RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value
+TERMINAL = (COMPLETED, FAILED, CANCELLED)
+_NULL_EVENTS = NullEvents()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed job row plus the lease it was granted."""
+
+    job: Mapping[str, Any]
+    lease_token: str
+    lease_expires_at: float
+
+
+def _now(now: float | None) -> float:
+    """The given time, or the wall clock."""
+    return time.time() if now is None else now
+
+
+def _events(events: QueueEvents | None) -> QueueEvents:
+    """The given event sink, or one that ignores everything."""
+    return events if events is not None else _NULL_EVENTS
+
+
+# --- submit -----------------------------------------------------------------------------
+
+def find_idempotent(session: Session, owner_key_id: int, key: str | None) -> Job | None:
+    """The job this owner already submitted under `key`, if any."""
+    if not key:
+        return None
+    return session.scalar(select(Job).where(Job.owner_key_id == owner_key_id,
+                                            Job.idempotency_key == key))
+
+
+def new_job_id() -> str:
+    """A fresh job id (uuid4 hex)."""
+    return uuid.uuid4().hex
+
+
+def submit(session: Session, new: NewJob, *, owner_key_id: int, job_id: str | None = None,
+           idempotency_key: str | None = None, input_size: int | None = None,
+           input_sha256: str | None = None, default_max_attempts: int = 3,
+           events: QueueEvents | None = None, now: float | None = None) -> tuple[Job, bool]:
+    """Insert a queued job; returns (job, created). A repeated idempotency key returns the first job."""
+    now = _now(now)
+    job = Job(id=job_id or new_job_id(), owner_key_id=owner_key_id, idempotency_key=idempotency_key,
+              kind=new.kind, status=QUEUED, priority=new.priority,
+              source_language=new.source_language, target_language=new.target_language,
+              asr_model=new.asr_model, options=new.options, callback_url=new.callback_url,
+              source_url=new.source_url, input_name=new.input_name, input_size=input_size,
+              input_sha256=input_sha256, max_attempts=new.max_attempts or default_max_attempts,
+              attempts=0, run_number=0, available_at=now, cancel_requested=False, progress=0.0,
+              created_at=now, updated_at=now)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = find_idempotent(session, owner_key_id, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    _events(events).job_available()
+    return job, True
+
+
+# --- claim ------------------------------------------------------------------------------
+
+def _claim_params(worker: WorkerInfo, policy: QueuePolicy, now: float) -> dict[str, Any]:
+    """Bind parameters shared by both claim statements (a fresh lease token each time)."""
+    return {"p_now": now, "p_token": secrets.token_urlsafe(24), "p_expires": now + policy.lease_seconds,
+            "p_worker": worker.worker_id, "p_session": worker.session_id or None}
+
+
+def _capability_params(worker: WorkerInfo) -> dict[str, Any]:
+    """Bind parameters of the capability filter."""
+    return {"p_kinds": list(worker.kinds), "p_models": list(worker.asr_models),
+            "p_langs": list(worker.target_languages)}
+
+
+def _run_claim(session: Session, stmt: sa.Update, params: dict[str, Any]) -> Claimed | None:
+    """Execute a claiming UPDATE ... RETURNING and commit."""
+    try:
+        row = session.execute(stmt, params).mappings().first()
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return None if row is None else Claimed(dict(row), params["p_token"], params["p_expires"])
+
+
+def claim_next(session: Session, worker: WorkerInfo, policy: QueuePolicy,
+               now: float | None = None) -> Claimed | None:
+    """Claim the best job this worker can run, in one atomic statement; None when there is none."""
+    if not worker.kinds:
+        return None
+    params = {**_claim_params(worker, policy, _now(now)), **_capability_params(worker)}
+    return _run_claim(session, statements.claim_next(is_postgres(session)), params)
+
+
+def claim_specific(session: Session, job_id: str, worker: WorkerInfo, policy: QueuePolicy,
+                   now: float | None = None) -> Claimed:
+    """Claim one named job if it is still queued and available; 409 otherwise, 404 if unknown."""
+    params = {**_claim_params(worker, policy, _now(now)), "p_id": job_id}
+    claimed = _run_claim(session, statements.claim_one(), params)
+    if claimed is not None:
+        return claimed
+    exists = session.scalar(select(Job.id).where(Job.id == job_id))
+    session.rollback()
+    if exists is None:
+        raise NotFound()
+    raise Conflict("the job is no longer queued (or is waiting out a retry backoff)")
+
+
+def peek_next(session: Session, worker: WorkerInfo, now: float | None = None) -> Job | None:
+    """The job `claim_next` would hand this worker now, without claiming it."""
+    if not worker.kinds:
+        return None
+    params = {"p_now": _now(now), **_capability_params(worker)}
+    return session.scalar(statements.peek_next(), params)
+
+
+# --- lease-fenced calls -----------------------------------------------------------------
+
+def _locked_lease(session: Session, job_id: str, token: str | None) -> Job:
+    """Lock and return the running job held under `token`, or raise LeaseLost."""
+    job = None
+    if token:
+        job = session.scalar(select(Job).where(Job.id == job_id, Job.lease_token == token,
+                                               Job.status == RUNNING)
+                             .with_for_update().execution_options(populate_existing=True))
+    if job is None:
+        session.rollback()
+        raise LeaseLost()
+    return job
+
+
+def _commit(session: Session) -> None:
+    """Commit, rolling back on failure."""
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def lease_run(session: Session, job_id: str, token: str | None) -> Job:
+    """Check a lease without changing anything; returns the job (its run_number scopes uploads)."""
+    job = _locked_lease(session, job_id, token)
+    session.expunge(job)
+    session.rollback()
+    return job
+
+
+def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
+              policy: QueuePolicy, now: float | None = None) -> HeartbeatReply:
+    """Renew the lease and record progress, fenced in one UPDATE; the reply carries cancellation."""
+    now = _now(now)
+    values: dict[str, Any] = {"lease_expires_at": now + policy.lease_seconds, "updated_at": now}
+    values.update({k: v for k, v in beat.to_dict().items() if v is not None})
+    stmt = (sa.update(Job).where(Job.id == job_id, Job.lease_token == (token or ""),
+                                 Job.status == RUNNING)
+            .values(**values).returning(Job.cancel_requested))
+    try:
+        cancel = session.execute(stmt).scalar()
+        if cancel is None:
+            raise LeaseLost()
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return HeartbeatReply(cancel_requested=bool(cancel), lease_expires_at=now + policy.lease_seconds,
+                          heartbeat_interval=policy.heartbeat_interval)
+
+
+def _end_lease(job: Job, status: str, now: float) -> None:
+    """Clear the lease and move the job to `status`."""
+    job.status = status
+    job.lease_token = None
+    job.lease_expires_at = None
+    job.updated_at = now
+    job.eta_seconds = None
+    if status in TERMINAL:
+        job.finished_at = now
+    else:
+        job.worker_id = None
+        job.stage = None
+        job.available_at = now
+
+
+def add_artifact(session: Session, job_id: str, token: str | None, info: ArtifactInfo, relpath: str,
+                 *, final: bool = False, events: QueueEvents | None = None,
+                 now: float | None = None) -> str:
+    """Record an uploaded artifact of the current run (replacing a same-named one); `final` completes."""
+    now = _now(now)
+    job = _locked_lease(session, job_id, token)
+    if info.attempt != job.run_number:
+        session.rollback()
+        raise LeaseLost("the upload belongs to an earlier run of this job")
+    _upsert_artifact(session, job_id, info, relpath, now)
+    job.updated_at = now
+    if final:
+        _complete(job, info.name, None, now)
+    callback_url, status = job.callback_url, job.status
+    _commit(session)
+    if final:
+        _events(events).job_finished(job_id, callback_url)
+    return status
+
+
+def _upsert_artifact(session: Session, job_id: str, info: ArtifactInfo, relpath: str, now: float) -> None:
+    """Insert or replace the artifact row (job, run, name)."""
+    row = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.attempt == info.attempt,
+                                                Artifact.name == info.name))
+    if row is None:
+        row = Artifact(job_id=job_id, attempt=info.attempt, name=info.name)
+        session.add(row)
+    row.size, row.sha256, row.content_type = info.size, info.sha256, info.content_type
+    row.path, row.created_at = relpath, now
+
+
+def _complete(job: Job, main_artifact: str, detected_language: str | None, now: float) -> None:
+    """Mark the job completed with `main_artifact` as its result."""
+    _end_lease(job, COMPLETED, now)
+    job.main_artifact = main_artifact
+    job.progress = 100.0
+    job.stage = None
+    job.error = None
+    if detected_language:
+        job.detected_language = detected_language
+
+
+def complete(session: Session, job_id: str, token: str | None, main_artifact: str,
+             detected_language: str | None = None, *, events: QueueEvents | None = None,
+             now: float | None = None) -> Job:
+    """Complete with an artifact already uploaded in this run (404 if it is absent)."""
+    now = _now(now)
+    job = _locked_lease(session, job_id, token)
+    found = session.scalar(select(Artifact.id).where(Artifact.job_id == job_id, Artifact.name == main_artifact,
+                                                     Artifact.attempt == job.run_number))
+    if found is None:
+        session.rollback()
+        raise NotFound(f"no artifact named {main_artifact!r} was uploaded in this attempt")
+    _complete(job, main_artifact, detected_language, now)
+    callback_url = job.callback_url
+    _commit(session)
+    _events(events).job_finished(job_id, callback_url)
+    return job
+
+
+def fail(session: Session, job_id: str, token: str | None, reason: str, retryable: bool,
+         policy: QueuePolicy, *, events: QueueEvents | None = None, now: float | None = None,
+         rand: float | None = None) -> Job:
+    """Record a failed attempt: requeue after a backoff, or fail for good, or end cancelled."""
+    now = _now(now)
+    job = _locked_lease(session, job_id, token)
+    if job.cancel_requested:
+        _end_lease(job, CANCELLED, now)
+        job.message = "cancelled"
+    elif retryable and job.attempts < job.max_attempts:
+        delay = policy.backoff(job.attempts, rand)
+        _end_lease(job, QUEUED, now)
+        job.available_at = now + delay
+        job.message = f"attempt {job.attempts} failed: {reason}; retrying in {delay:.0f}s"[:2000]
+    else:
+        _end_lease(job, FAILED, now)
+        job.error = reason
+    status, callback_url = job.status, job.callback_url
+    _commit(session)
+    _announce(events, job_id, status, callback_url)
+    return job
+
+
+def release(session: Session, job_id: str, token: str | None, *, events: QueueEvents | None = None,
+            now: float | None = None) -> Job:
+    """Give the job back now (the attempt does not count), or end it cancelled if asked to."""
+    now = _now(now)
+    job = _locked_lease(session, job_id, token)
+    if job.cancel_requested:
+        _end_lease(job, CANCELLED, now)
+    else:
+        _end_lease(job, QUEUED, now)
+        job.attempts = max(0, job.attempts - 1)
+        job.message = "released by the worker"
+    status, callback_url = job.status, job.callback_url
+    _commit(session)
+    _announce(events, job_id, status, callback_url)
+    return job
+
+
+def _announce(events: QueueEvents | None, job_id: str, status: str, callback_url: str | None) -> None:
+    """Fire the event matching a job's new status."""
+    if status == QUEUED:
+        _events(events).job_available()
+    elif status in TERMINAL:
+        _events(events).job_finished(job_id, callback_url)
+
+
+# --- client-side transitions ------------------------------------------------------------
+
+def _locked_job(session: Session, job_id: str) -> Job:
+    """Lock and return a job, or raise NotFound."""
+    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update()
+                         .execution_options(populate_existing=True))
+    if job is None:
+        session.rollback()
+        raise NotFound()
+    return job
+
+
+def cancel(session: Session, job_id: str, *, events: QueueEvents | None = None,
+           now: float | None = None) -> Job:
+    """Cancel: queued ends now, running is asked to stop, terminal is a 409."""
+    now = _now(now)
+    job = _locked_job(session, job_id)
+    if job.status in TERMINAL:
+        status = job.status
+        session.rollback()
+        raise Conflict(f"the job is already {status}")
+    if job.status == QUEUED:
+        _end_lease(job, CANCELLED, now)
+        job.message = "cancelled"
+    else:
+        job.cancel_requested = True
+        job.updated_at = now
+    status, callback_url = job.status, job.callback_url
+    _commit(session)
+    _announce(events, job_id, status, callback_url)
+    return job
+
+
+def retry(session: Session, job_id: str, *, events: QueueEvents | None = None,
+          now: float | None = None) -> Job:
+    """Requeue a failed or cancelled job with its attempts reset."""
+    now = _now(now)
+    job = _locked_job(session, job_id)
+    if job.status not in (FAILED, CANCELLED):
+        status = job.status
+        session.rollback()
+        raise Conflict(f"only failed or cancelled jobs can be retried (this one is {status})")
+    _end_lease(job, QUEUED, now)
+    job.attempts = 0
+    job.error = job.message = job.main_artifact = job.finished_at = None
+    job.cancel_requested = False
+    job.progress = 0.0
+    _commit(session)
+    _events(events).job_available()
+    return job
+
+
+# --- reaper -----------------------------------------------------------------------------
+
+def _reap_step(session: Session, extra: Sequence[Any], values: dict[str, Any], now: float) -> list[Any]:
+    """One bulk UPDATE over expired leases; returns (id, callback_url) rows."""
+    stmt = (sa.update(Job).where(Job.status == RUNNING, Job.lease_expires_at < now, *extra)
+            .values(lease_token=None, lease_expires_at=None, updated_at=now, eta_seconds=None, **values)
+            .returning(Job.id, Job.callback_url))
+    return list(session.execute(stmt).all())
+
+
+def reap(session: Session, *, events: QueueEvents | None = None, now: float | None = None) -> dict[str, int]:
+    """Return expired leases to the queue (or fail them when attempts are used up, or cancel)."""
+    now = _now(now)
+    try:
+        cancelled = _reap_step(session, [Job.cancel_requested.is_(True)],
+                               {"status": CANCELLED, "finished_at": now, "message": "cancelled"}, now)
+        failed = _reap_step(session, [Job.attempts >= Job.max_attempts],
+                            {"status": FAILED, "finished_at": now, "error": "lease expired"}, now)
+        requeued = _reap_step(session, [], {"status": QUEUED, "available_at": now, "worker_id": None,
+                                            "stage": None, "message": "lease expired; requeued"}, now)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    for job_id, callback_url in cancelled + failed:
+        _events(events).job_finished(job_id, callback_url)
+    if requeued:
+        _events(events).job_available()
+    if cancelled or failed or requeued:
+        logger.info("reaper: %d requeued, %d failed, %d cancelled", len(requeued), len(failed), len(cancelled))
+    return {"requeued": len(requeued), "failed": len(failed), "cancelled": len(cancelled)}

@@ -1,0 +1,107 @@
+"""Database tables: jobs, their artifacts, API keys and worker sessions (times: epoch seconds)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+
+# Owner id recorded for jobs submitted with the ADMIN_API_KEY environment key (no key row).
+ENV_OWNER_ID = 0
+
+
+class Job(db.Model):
+    """One unit of work and its whole lifecycle."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.Index("ix_jobs_claim", "status", "priority", "created_at"),
+        sa.Index("ix_jobs_lease", "status", "lease_expires_at"),
+        sa.Index("ix_jobs_finished", "status", "finished_at"),
+        sa.Index("ix_jobs_owner", "owner_key_id", "created_at"),
+        sa.UniqueConstraint("owner_key_id", "idempotency_key", name="uq_jobs_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    owner_key_id: Mapped[int] = mapped_column(sa.Integer)
+    idempotency_key: Mapped[Optional[str]] = mapped_column(sa.String(255))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    priority: Mapped[int] = mapped_column(sa.Integer, default=0)
+    source_language: Mapped[str] = mapped_column(sa.String(8))
+    target_language: Mapped[str] = mapped_column(sa.String(8))
+    detected_language: Mapped[Optional[str]] = mapped_column(sa.String(8))
+    asr_model: Mapped[Optional[str]] = mapped_column(sa.String(128))
+    options: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    callback_url: Mapped[Optional[str]] = mapped_column(sa.Text)
+    source_url: Mapped[Optional[str]] = mapped_column(sa.Text)
+    input_name: Mapped[str] = mapped_column(sa.String(255), default="")
+    input_size: Mapped[Optional[int]] = mapped_column(sa.BigInteger)
+    input_sha256: Mapped[Optional[str]] = mapped_column(sa.String(64))
+    max_attempts: Mapped[int] = mapped_column(sa.Integer)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # Increments at every claim and is never reset: it scopes artifacts to one run.
+    run_number: Mapped[int] = mapped_column(sa.Integer, default=0)
+    available_at: Mapped[float] = mapped_column(sa.Float)
+    lease_token: Mapped[Optional[str]] = mapped_column(sa.String(64))
+    lease_expires_at: Mapped[Optional[float]] = mapped_column(sa.Float)
+    worker_id: Mapped[Optional[str]] = mapped_column(sa.String(128))
+    worker_session: Mapped[Optional[str]] = mapped_column(sa.String(128))
+    cancel_requested: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    stage: Mapped[Optional[str]] = mapped_column(sa.String(32))
+    progress: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    message: Mapped[Optional[str]] = mapped_column(sa.Text)
+    eta_seconds: Mapped[Optional[float]] = mapped_column(sa.Float)
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)
+    main_artifact: Mapped[Optional[str]] = mapped_column(sa.String(128))
+    created_at: Mapped[float] = mapped_column(sa.Float)
+    updated_at: Mapped[float] = mapped_column(sa.Float)
+    started_at: Mapped[Optional[float]] = mapped_column(sa.Float)
+    finished_at: Mapped[Optional[float]] = mapped_column(sa.Float)
+
+
+class Artifact(db.Model):
+    """A result file of one run of a job."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (sa.UniqueConstraint("job_id", "attempt", "name", name="uq_artifacts_name"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("jobs.id"), index=True)
+    attempt: Mapped[int] = mapped_column(sa.Integer)  # the job's run_number
+    name: Mapped[str] = mapped_column(sa.String(128))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    content_type: Mapped[str] = mapped_column(sa.String(128))
+    path: Mapped[str] = mapped_column(sa.Text)  # relative to the data directory
+    created_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class ApiKey(db.Model):
+    """A credential; only the SHA-256 of the key is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[float] = mapped_column(sa.Float)
+    revoked_at: Mapped[Optional[float]] = mapped_column(sa.Float)
+
+
+class Worker(db.Model):
+    """One worker process (session), as last seen by the coordinator."""
+
+    __tablename__ = "workers"
+
+    session_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(sa.String(128), default="")
+    hostname: Mapped[str] = mapped_column(sa.String(255), default="")
+    device: Mapped[str] = mapped_column(sa.String(64), default="")
+    capabilities: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    first_seen: Mapped[float] = mapped_column(sa.Float)
+    last_seen: Mapped[float] = mapped_column(sa.Float, index=True)

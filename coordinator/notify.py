@@ -1,0 +1,102 @@
+"""Wake-ups for long-polling claims, and the queue's event hooks."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Protocol, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Waiters retry at least this often even without a wake-up: backoffs expire and other
+# coordinator processes may requeue jobs.
+POLL_SECONDS = 1.0
+
+
+class QueueEvents(Protocol):
+    """What the queue functions announce after they commit."""
+
+    def job_available(self) -> None:
+        """A job became claimable (submitted, requeued, released)."""
+
+    def job_finished(self, job_id: str, callback_url: str | None) -> None:
+        """A job reached a terminal status."""
+
+
+class NullEvents:
+    """Events that go nowhere (tests, CLI commands)."""
+
+    def job_available(self) -> None:
+        """Ignore."""
+
+    def job_finished(self, job_id: str, callback_url: str | None) -> None:
+        """Ignore."""
+
+
+class ClaimNotifier:
+    """A condition variable with a generation counter, and a cap on concurrent waiters."""
+
+    def __init__(self, max_waiters: int):
+        self.max_waiters = max_waiters
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._waiters = 0
+
+    @property
+    def waiters(self) -> int:
+        """How many claims are waiting now."""
+        return self._waiters
+
+    def notify(self) -> None:
+        """Wake every waiter: something may be claimable."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        """Take a waiter slot; yields False (and takes none) when all are in use."""
+        with self._cond:
+            granted = self._waiters < self.max_waiters
+            if granted:
+                self._waiters += 1
+        try:
+            yield granted
+        finally:
+            if granted:
+                with self._cond:
+                    self._waiters -= 1
+
+    def wait_for(self, attempt: Callable[[], T | None], seconds: float) -> T | None:
+        """Call `attempt` now and after every wake-up (or POLL_SECONDS) until it returns a value."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with self._cond:
+                generation = self._generation
+            result = attempt()
+            remaining = deadline - time.monotonic()
+            if result is not None or remaining <= 0:
+                return result
+            with self._cond:
+                if self._generation == generation:
+                    self._cond.wait(min(POLL_SECONDS, remaining))
+
+
+class AppEvents:
+    """Production events: wake claim waiters and send completion callbacks."""
+
+    def __init__(self, notifier: ClaimNotifier, send_callback: Callable[[str, str], None] | None):
+        self.notifier = notifier
+        self.send_callback = send_callback
+
+    def job_available(self) -> None:
+        """Wake the long-polling claims."""
+        self.notifier.notify()
+
+    def job_finished(self, job_id: str, callback_url: str | None) -> None:
+        """Queue the job's callback, if it has one."""
+        if callback_url and self.send_callback is not None:
+            self.send_callback(job_id, callback_url)

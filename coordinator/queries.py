@@ -1,0 +1,87 @@
+"""Read-side queue queries (positions, listings, stats) and pruning of finished jobs."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .models import Artifact, Job
+from .jobs import COMPLETED, FAILED, QUEUED, RUNNING, TERMINAL
+
+logger = logging.getLogger(__name__)
+
+
+def _now(now: float | None) -> float:
+    """The given time, or the wall clock."""
+    return time.time() if now is None else now
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """1-based place of a queued job in claim order (ignoring capabilities); None otherwise."""
+    if job.status != QUEUED:
+        return None
+    ahead = sa.or_(Job.priority > job.priority,
+                   sa.and_(Job.priority == job.priority, Job.created_at < job.created_at),
+                   sa.and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id))
+    count = session.scalar(select(func.count()).select_from(Job).where(Job.status == QUEUED, ahead))
+    return int(count or 0) + 1
+
+
+def visible_artifacts(session: Session, job: Job) -> list[Artifact]:
+    """The artifacts a client sees: those of the current (or completed) run."""
+    if job.status == QUEUED or job.run_number == 0:
+        return []
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job.id, Artifact.attempt == job.run_number)
+                                .order_by(Artifact.created_at, Artifact.id)))
+
+
+def list_jobs(session: Session, owner_key_id: int | None, status: str | None, limit: int,
+              offset: int) -> tuple[list[Job], int]:
+    """A page of jobs, newest first, and the total (owner None: every owner)."""
+    filters = []
+    if owner_key_id is not None:
+        filters.append(Job.owner_key_id == owner_key_id)
+    if status:
+        filters.append(Job.status == status)
+    total = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
+    page = session.scalars(select(Job).where(*filters).order_by(Job.created_at.desc(), Job.id.desc())
+                           .limit(limit).offset(offset))
+    return list(page), int(total)
+
+
+def queue_info(session: Session, now: float | None = None) -> dict[str, Any]:
+    """Counts by status, recent completions and failures, and throughput."""
+    now = _now(now)
+
+    def count(*where: Any) -> int:
+        return int(session.scalar(select(func.count()).select_from(Job).where(*where)) or 0)
+
+    recent_done = count(Job.status == COMPLETED, Job.finished_at >= now - 300)
+    return {
+        "queued": count(Job.status == QUEUED),
+        "running": count(Job.status == RUNNING),
+        "completed_last_hour": count(Job.status == COMPLETED, Job.finished_at >= now - 3600),
+        "failed_last_hour": count(Job.status == FAILED, Job.finished_at >= now - 3600),
+        "throughput_per_minute": recent_done / 5.0,
+    }
+
+
+def prune(session: Session, older_than_seconds: float, now: float | None = None,
+          batch: int = 500) -> list[str]:
+    """Delete terminal jobs finished more than `older_than_seconds` ago; returns their ids."""
+    cutoff = _now(now) - older_than_seconds
+    removed: list[str] = []
+    while True:
+        ids = list(session.scalars(select(Job.id).where(Job.status.in_(TERMINAL), Job.finished_at < cutoff)
+                                   .limit(batch)))
+        if not ids:
+            session.rollback()
+            return removed
+        session.execute(sa.delete(Artifact).where(Artifact.job_id.in_(ids)))
+        session.execute(sa.delete(Job).where(Job.id.in_(ids)))
+        session.commit()
+        removed.extend(ids)

@@ -1,0 +1,80 @@
+"""Rows to wire dicts: the job view, claimed jobs and artifact infos."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from sqlalchemy.orm import Session
+
+from shared.protocol import ClaimedJob, Routes
+
+from .models import Artifact, Job
+from .policy import QueuePolicy
+from .queries import queue_position, visible_artifacts
+
+_TIMES = ("created_at", "started_at", "finished_at", "updated_at")
+
+
+def iso(epoch: float | None) -> str | None:
+    """Epoch seconds as an ISO 8601 UTC string."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    """Paths of the job's client endpoints."""
+    return {
+        "self": Routes.fill(Routes.JOB, job_id=job_id),
+        "download": Routes.fill(Routes.JOB_DOWNLOAD, job_id=job_id),
+        "cancel": Routes.fill(Routes.JOB, job_id=job_id),
+        "retry": Routes.fill(Routes.JOB_RETRY, job_id=job_id),
+    }
+
+
+def artifact_view(artifact: Artifact) -> dict[str, Any]:
+    """An artifact as listed in the job view."""
+    return {"name": artifact.name, "size": artifact.size, "sha256": artifact.sha256,
+            "content_type": artifact.content_type,
+            "url": Routes.fill(Routes.JOB_ARTIFACT, job_id=artifact.job_id, name=artifact.name)}
+
+
+def job_view(session: Session, job: Job) -> dict[str, Any]:
+    """The full client view of a job (GET /jobs/<id>)."""
+    view: dict[str, Any] = {
+        "job_id": job.id, "kind": job.kind, "status": job.status, "stage": job.stage,
+        "progress": job.progress, "message": job.message, "eta_seconds": job.eta_seconds,
+        "queue_position": queue_position(session, job), "attempts": job.attempts,
+        "max_attempts": job.max_attempts, "worker_id": job.worker_id,
+        "source_language": job.source_language, "target_language": job.target_language,
+        "detected_language": job.detected_language, "priority": job.priority,
+        "options": job.options or {}, "asr_model": job.asr_model, "source_url": job.source_url,
+        "input_name": job.input_name, "input_size": job.input_size, "error": job.error,
+        "cancel_requested": bool(job.cancel_requested), "main_artifact": job.main_artifact,
+    }
+    for name in _TIMES:
+        view[name] = getattr(job, name)
+        view[f"{name}_iso"] = iso(getattr(job, name))
+    view["artifacts"] = [artifact_view(a) for a in visible_artifacts(session, job)]
+    view["links"] = job_links(job.id)
+    return view
+
+
+def submit_reply(session: Session, job: Job) -> dict[str, Any]:
+    """The body of a POST /jobs reply."""
+    return {"job_id": job.id, "status": job.status,
+            "queue_position": queue_position(session, job), "links": job_links(job.id)}
+
+
+def claimed_job(row: Mapping[str, Any], lease_token: str, lease_expires_at: float,
+                policy: QueuePolicy) -> ClaimedJob:
+    """The ClaimedJob handed to the worker that won the claim."""
+    return ClaimedJob(
+        job_id=row["id"], kind=row["kind"], lease_token=lease_token,
+        lease_expires_at=lease_expires_at, attempt=row["attempts"],
+        max_attempts=row["max_attempts"], heartbeat_interval=policy.heartbeat_interval,
+        source_language=row["source_language"], target_language=row["target_language"],
+        options=row["options"] or {}, input_name=row["input_name"] or "",
+        input_size=row["input_size"], input_sha256=row["input_sha256"],
+        source_url=row["source_url"], asr_model=row["asr_model"],
+    )

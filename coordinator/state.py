@@ -1,0 +1,31 @@
+"""Per-app runtime objects shared by the views, the reaper and the CLI."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from .callbacks import CallbackSender
+from .notify import AppEvents, ClaimNotifier
+from .policy import QueuePolicy
+from .storage import Storage
+from .workers import WorkerRegistry
+
+EXTENSION_KEY = "dubfleet"
+
+
+@dataclass
+class CoordinatorState:
+    """Everything the coordinator keeps in memory besides the database."""
+
+    storage: Storage
+    policy: QueuePolicy
+    notifier: ClaimNotifier
+    events: AppEvents
+    workers: WorkerRegistry
+    callbacks: CallbackSender | None
+
+
+def get_state(app: Flask | None = None) -> CoordinatorState:
+    """The state of `app` (default: the current app)."""
+    return (app or current_app).extensions[EXTENSION_KEY]

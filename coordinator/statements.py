@@ -1,0 +1,55 @@
+"""Prebuilt SQL for the hot paths (claim, peek), compiled once and run with bind parameters."""
+from __future__ import annotations
+
+import functools
+
+import sqlalchemy as sa
+
+from shared.protocol import JobKind, JobStatus
+
+from .models import Job
+
+QUEUED, RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+LANGUAGE_KINDS = (JobKind.DUB.value, JobKind.SUBTITLE.value)
+_T = Job.__table__.c
+
+# Columns set by a claim: a new lease, one more attempt, a new run (which scopes artifacts).
+_CLAIM_SET = {
+    "status": RUNNING, "lease_token": sa.bindparam("p_token"), "lease_expires_at": sa.bindparam("p_expires"),
+    "attempts": _T.attempts + 1, "run_number": _T.run_number + 1,
+    "worker_id": sa.bindparam("p_worker"), "worker_session": sa.bindparam("p_session"),
+    "started_at": sa.bindparam("p_now"), "updated_at": sa.bindparam("p_now"), "stage": None,
+    "progress": 0.0, "message": None, "eta_seconds": None,
+}
+
+
+def _pick(lock: bool) -> sa.Select:
+    """SELECT id of the best claimable job for the capabilities in :p_kinds/:p_models/:p_langs."""
+    pick = (sa.select(_T.id).where(
+        _T.status == QUEUED, _T.available_at <= sa.bindparam("p_now"),
+        _T.kind.in_(sa.bindparam("p_kinds", expanding=True)),
+        sa.or_(_T.asr_model.is_(None), _T.asr_model.in_(sa.bindparam("p_models", expanding=True))),
+        sa.or_(_T.kind.not_in(LANGUAGE_KINDS), _T.target_language.in_(sa.bindparam("p_langs", expanding=True))))
+        .order_by(_T.priority.desc(), _T.created_at, _T.id).limit(1))
+    return pick.with_for_update(skip_locked=True) if lock else pick
+
+
+@functools.lru_cache(maxsize=None)
+def claim_next(postgres: bool) -> sa.Update:
+    """UPDATE jobs SET <lease> WHERE id = (SELECT id ... LIMIT 1 [FOR UPDATE SKIP LOCKED]) RETURNING *."""
+    return (sa.update(Job.__table__).where(_T.id == _pick(lock=postgres).scalar_subquery(), _T.status == QUEUED)
+            .values(**_CLAIM_SET).returning(*Job.__table__.c))
+
+
+@functools.lru_cache(maxsize=None)
+def claim_one() -> sa.Update:
+    """UPDATE jobs SET <lease> WHERE id = :p_id AND status = 'queued' AND available_at <= :p_now RETURNING *."""
+    return (sa.update(Job.__table__)
+            .where(_T.id == sa.bindparam("p_id"), _T.status == QUEUED, _T.available_at <= sa.bindparam("p_now"))
+            .values(**_CLAIM_SET).returning(*Job.__table__.c))
+
+
+@functools.lru_cache(maxsize=None)
+def peek_next() -> sa.Select:
+    """SELECT the job claim_next would take, without locking or changing it."""
+    return sa.select(Job).where(Job.id == _pick(lock=False).scalar_subquery())

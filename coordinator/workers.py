@@ -1,0 +1,79 @@
+"""The worker table: which worker sessions are alive and what they can do."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from shared.protocol import WorkerInfo
+
+from .models import Worker
+from .validation import clean_text
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerRegistry:
+    """Records worker sessions, writing at most once per `min_interval` per session."""
+
+    def __init__(self, min_interval: float = 10.0):
+        self.min_interval = min_interval
+        self._last_write: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _due(self, session_id: str, now: float, has_info: bool) -> bool:
+        """True when this session's row should be written now."""
+        with self._lock:
+            last = self._last_write.get(session_id)
+            if not has_info and last is not None and now - last < self.min_interval:
+                return False
+            if len(self._last_write) > 10_000:
+                self._last_write.clear()
+            self._last_write[session_id] = now
+            return True
+
+    def touch(self, session: Session, session_id: str | None, info: WorkerInfo | None = None,
+              now: float | None = None) -> None:
+        """Upsert the session's last_seen (and capabilities when `info` is given); never raises."""
+        now = time.time() if now is None else now
+        session_id = clean_text(session_id or (info.session_id if info else ""), 128)
+        if not session_id or not self._due(session_id, now, info is not None):
+            return
+        try:
+            session.execute(_upsert(session, session_id, info, now))
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            logger.warning("could not record worker session %s: %s", session_id, exc)
+
+
+def _upsert(session: Session, session_id: str, info: WorkerInfo | None, now: float):
+    """An INSERT ... ON CONFLICT DO UPDATE for the session's row."""
+    values = {"session_id": session_id, "first_seen": now, "last_seen": now}
+    update = {"last_seen": now}
+    if info is not None:
+        described = {"worker_id": info.worker_id, "hostname": info.hostname, "device": info.device,
+                     "capabilities": info.to_dict()}
+        values.update(described)
+        update.update(described)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(Worker).values(**values)
+    return stmt.on_conflict_do_update(index_elements=[Worker.session_id], set_=update)
+
+
+def workers_online(session: Session, window: float, now: float | None = None) -> int:
+    """How many worker sessions were seen within `window` seconds."""
+    now = time.time() if now is None else now
+    return session.scalar(select(func.count()).select_from(Worker).where(Worker.last_seen >= now - window)) or 0
+
+
+def prune_workers(session: Session, older_than: float) -> int:
+    """Delete worker sessions unseen since `older_than`; returns how many."""
+    rows = session.execute(Worker.__table__.delete().where(Worker.last_seen < older_than))
+    session.commit()
+    return rows.rowcount or 0

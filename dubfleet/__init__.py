@@ -1,0 +1,1 @@
+"""dubfleet client: submit videos to a dubfleet coordinator, follow them and fetch results."""

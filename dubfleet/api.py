@@ -1,0 +1,217 @@
+"""A small HTTP client of the coordinator's client endpoints (submit, follow, fetch)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import requests
+
+from shared.protocol import API_KEY_HEADER, IDEMPOTENCY_HEADER, Routes, is_valid_artifact_name
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1024 * 1024
+
+
+class ApiError(Exception):
+    """The coordinator answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, status: int = 0, error: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+def _bar(total: int | None, desc: str):
+    """A tqdm bar on a terminal, else None (no progress output)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                leave=False)
+
+
+class FileBody:
+    """A file that requests streams as a raw body with a known length (never read whole)."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "rb")
+        self._len = path.stat().st_size
+        self._bar = _bar(self._len, f"upload {path.name}")
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.read(CHUNK_SIZE), b"")
+
+    def read(self, size: int = -1) -> bytes:
+        """Read the next block."""
+        data = self._fh.read(size)
+        if self._bar is not None:
+            self._bar.update(len(data))
+        return data
+
+    def close(self) -> None:
+        """Close the file and the bar."""
+        self._fh.close()
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _error_of(resp: requests.Response) -> ApiError:
+    """An ApiError carrying the server's message."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and (body.get("message") or body.get("error")):
+        error = str(body.get("error") or "")
+        message = str(body.get("message") or error)
+    else:
+        error, message = str(resp.status_code), (resp.text.strip()[:300] or resp.reason)
+    return ApiError(f"{message} (HTTP {resp.status_code})", resp.status_code, error)
+
+
+def _safe_name(name: str | None) -> str | None:
+    """`name` if it is a plain, path-safe file name, else None."""
+    return name if name and Path(name).name == name and is_valid_artifact_name(name) else None
+
+
+def _filename_from(resp: requests.Response) -> str | None:
+    """A safe file name from Content-Disposition, if the server sent one."""
+    match = re.search(r'filename="?([^";]+)"?', resp.headers.get("Content-Disposition", ""))
+    return _safe_name(Path(match.group(1)).name) if match else None
+
+
+class DubfleetApi:
+    """Client endpoints of one coordinator, with one API key."""
+
+    def __init__(self, api_url: str, api_key: str, timeout: float = 60.0):
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers.update({API_KEY_HEADER: api_key, "User-Agent": "dubfleet-cli/1"})
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.session.close()
+
+    def __enter__(self) -> "DubfleetApi":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def request(self, method: str, route: str, *, stream: bool = False,
+                **kwargs: Any) -> requests.Response:
+        """Send a request; errors become ApiError with the server's message."""
+        url = self.api_url + route
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            resp = self.session.request(method, url, stream=stream, **kwargs)
+        except requests.RequestException as exc:
+            raise ApiError(f"cannot reach the coordinator at {self.api_url}: {exc}") from exc
+        if resp.status_code >= 400:
+            error = _error_of(resp)
+            resp.close()
+            raise error
+        return resp
+
+    def submit_file(self, path: Path, fields: dict[str, Any],
+                    idempotency_key: str | None = None) -> dict:
+        """Submit a local file as a raw streamed body; fields go in the query string."""
+        params = {"filename": path.name, **_query(fields)}
+        headers = {"Content-Type": "application/octet-stream"}
+        if idempotency_key:
+            headers[IDEMPOTENCY_HEADER] = idempotency_key
+        body = FileBody(path)
+        try:
+            return self.request("POST", Routes.JOBS, params=params, data=body,
+                                headers=headers, timeout=(30, 3600)).json()
+        finally:
+            body.close()
+
+    def submit_url(self, url: str, fields: dict[str, Any],
+                   idempotency_key: str | None = None) -> dict:
+        """Submit a job whose input the worker fetches from `url`."""
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else {}
+        body = {"source_url": url, **{k: v for k, v in fields.items() if v is not None}}
+        return self.request("POST", Routes.JOBS, json=body, headers=headers).json()
+
+    def job(self, job_id: str) -> dict:
+        """The job view."""
+        return self.request("GET", Routes.fill(Routes.JOB, job_id=job_id)).json()
+
+    def jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+        """A page of jobs, newest first."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        return self.request("GET", Routes.JOBS, params=params).json()
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a job (queued: at once; running: at the worker's next heartbeat)."""
+        return self.request("DELETE", Routes.fill(Routes.JOB, job_id=job_id)).json()
+
+    def retry(self, job_id: str) -> dict:
+        """Queue a failed or cancelled job again."""
+        return self.request("POST", Routes.fill(Routes.JOB_RETRY, job_id=job_id)).json()
+
+    def queue_info(self) -> dict:
+        """Queue counters."""
+        return self.request("GET", Routes.QUEUE_INFO).json()
+
+    def download(self, job_id: str, out_dir: Path, name: str | None = None,
+                 sha256: str | None = None, filename: str | None = None) -> Path:
+        """Stream the main artifact (or `name`) into `out_dir`; check its sha256; return path."""
+        route = (Routes.fill(Routes.JOB_ARTIFACT, job_id=job_id, name=name) if name
+                 else Routes.fill(Routes.JOB_DOWNLOAD, job_id=job_id))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with self.request("GET", route, stream=True, timeout=(30, 600)) as resp:
+            filename = _safe_name(filename or name) or _filename_from(resp) or f"{job_id}.result"
+            dest = out_dir / filename
+            digest = _save(resp, dest)
+        expected = (sha256 or resp.headers.get("ETag", "").strip('"')).lower()
+        if len(expected) == 64 and digest != expected:
+            dest.unlink(missing_ok=True)
+            raise ApiError(f"{filename}: sha256 mismatch (got {digest}, expected {expected})")
+        return dest
+
+
+def _query(fields: dict[str, Any]) -> dict[str, str]:
+    """Submit fields as query-string values (options as JSON)."""
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        out[key] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return out
+
+
+def _save(resp: requests.Response, dest: Path) -> str:
+    """Stream a reply body to `dest` through a .part file; return its sha256."""
+    part = dest.with_name(dest.name + ".part")
+    length = resp.headers.get("Content-Length")
+    bar = _bar(int(length) if length and length.isdigit() else None, dest.name)
+    digest = hashlib.sha256()
+    try:
+        with open(part, "wb") as fh:
+            for chunk in resp.iter_content(CHUNK_SIZE):
+                fh.write(chunk)
+                digest.update(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+    except requests.RequestException as exc:
+        part.unlink(missing_ok=True)
+        raise ApiError(f"download of {dest.name} broke off: {exc}") from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    part.replace(dest)
+    return digest.hexdigest()

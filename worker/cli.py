@@ -1,0 +1,115 @@
+"""`worker`: pull jobs from a dubfleet coordinator and run them (also `python -m worker`)."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+
+import click
+
+from shared.protocol import MAX_CLAIM_WAIT_SECONDS
+from worker.capabilities import build_worker_info
+from worker.client import CoordinatorClient
+from worker.errors import CoordinatorError, UnsupportedJob
+from worker.loop import Worker
+from worker.pipelines import PipelineRegistry, default_registry
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def default_worker_id() -> str:
+    """A readable label: HOSTNAME-PID (the session id is what identifies this process)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr with timestamps."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def parse_kinds(value: str | None) -> list[str] | None:
+    """`echo,dub` -> ["echo", "dub"]; empty -> None (everything available)."""
+    kinds = [k.strip().lower() for k in (value or "").split(",") if k.strip()]
+    return list(dict.fromkeys(kinds)) or None
+
+
+def load_registry(kinds: str | None) -> PipelineRegistry:
+    """The pipelines to advertise, or a usage error naming what is missing."""
+    try:
+        return default_registry(parse_kinds(kinds))
+    except UnsupportedJob as exc:
+        raise click.BadParameter(str(exc), param_hint="--kinds") from exc
+
+
+@click.group(invoke_without_command=True, context_settings={"show_default": True})
+@click.option("--api-url", envvar="DUBFLEET_API_URL", help="Coordinator base URL.")
+@click.option("--api-key", envvar=["WORKER_API_KEY", "DUBFLEET_API_KEY"],
+              help="Worker API key (dfw_...).")
+@click.option("--poll-interval", type=click.FloatRange(0), default=5.0,
+              envvar="DUBFLEET_POLL_INTERVAL",
+              help="Seconds between polls when the server answers 'no job' at once (jittered).")
+@click.option("--worker-id", envvar="DUBFLEET_WORKER_ID",
+              help="Label shown in job views [default: HOSTNAME-PID].")
+@click.option("--once", is_flag=True, envvar="DUBFLEET_ONCE",
+              help="Run at most one job, exit when the queue is empty.")
+@click.option("--burst", is_flag=True, envvar="DUBFLEET_BURST",
+              help="Run jobs until the queue is empty, then exit.")
+@click.option("--max-jobs", type=click.IntRange(1), envvar="DUBFLEET_MAX_JOBS",
+              help="Exit after this many jobs.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="DUBFLEET_WORK_DIR",
+              default=str(Path(tempfile.gettempdir()) / "dubfleet-worker"),
+              help="Scratch space for inputs and results (each job's folder is removed after).")
+@click.option("--kinds", envvar="DUBFLEET_WORKER_KINDS",
+              help="Comma-separated job kinds to advertise, e.g. 'echo' [default: all available].")
+@click.option("--claim-wait", type=click.FloatRange(0, MAX_CLAIM_WAIT_SECONDS), default=20.0,
+              envvar="DUBFLEET_CLAIM_WAIT",
+              help="Long-poll seconds per claim (0: plain polling).")
+@click.option("--max-transfer-rate", type=click.FloatRange(0), default=0.0,
+              envvar="DUBFLEET_MAX_TRANSFER_RATE",
+              help="Cap downloads and uploads at this many MiB/s (0: unlimited).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              default="INFO", envvar="DUBFLEET_LOG_LEVEL", help="Logging level.")
+@click.pass_context
+def main(ctx: click.Context, api_url: str | None, api_key: str | None, poll_interval: float,
+         worker_id: str | None, once: bool, burst: bool, max_jobs: int | None, work_dir: Path,
+         kinds: str | None, claim_wait: float, max_transfer_rate: float, log_level: str) -> None:
+    """Pull jobs from a dubfleet coordinator and run them until stopped.
+
+    Ctrl-C / SIGTERM once: finish the current job, then exit. Twice: give the job back, exit.
+    """
+    setup_logging(log_level)
+    if ctx.invoked_subcommand is not None:
+        return
+    if not api_url:
+        raise click.UsageError("missing --api-url (or DUBFLEET_API_URL)")
+    if not api_key:
+        raise click.UsageError("missing --api-key (or WORKER_API_KEY / DUBFLEET_API_KEY)")
+    session_id = uuid.uuid4().hex
+    registry = load_registry(kinds)
+    info = build_worker_info(worker_id or default_worker_id(), session_id, registry.kinds())
+    client = CoordinatorClient(api_url, api_key, session_id,
+                               max_rate=max_transfer_rate * MIB or None)
+    worker = Worker(client, info, registry, work_dir, poll_interval=poll_interval,
+                    claim_wait=claim_wait)
+    try:
+        worker.work(burst=burst or once, max_jobs=1 if once else max_jobs)
+    except CoordinatorError as exc:
+        raise click.ClickException(f"coordinator refused this worker: {exc}") from exc
+    finally:
+        client.close()
+
+
+try:  # the `worker models ...` commands live with the model registry
+    from worker.models_cli import models
+
+    main.add_command(models)
+except ImportError:
+    pass

@@ -1,0 +1,256 @@
+"""HTTP client of the coordinator's worker endpoints; maps HTTP failures to `worker.errors`."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from shared.protocol import (API_KEY_HEADER, LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS,
+                             SHA256_HEADER, WORKER_SESSION_HEADER, ArtifactInfo, ClaimedJob,
+                             FailReport, Heartbeat, HeartbeatReply, Routes, WorkerInfo)
+from worker.errors import (Backoff, CoordinatorError, CoordinatorUnavailable, JobFailed,
+                           LeaseLost, PermanentJobError)
+from worker.transfer import (ChecksumMismatch, ProgressReader, TransientTransferError,
+                             backoff_delay, fetch_resumable, file_sha256, parse_retry_after)
+
+logger = logging.getLogger(__name__)
+
+Check = Callable[[], None]
+OnProgress = Callable[[int, "int | None"], None]
+MAX_REASON_CHARS = 4000
+
+
+def _error_fields(resp: requests.Response) -> tuple[str, str]:
+    """The (error, message) of a JSON error body, or fallbacks from the status line."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    error = str(body.get("error") or resp.reason or resp.status_code)
+    message = str(body.get("message") or body.get("error") or resp.text[:200] or resp.reason)
+    return error, message
+
+
+def raise_for_reply(resp: requests.Response, *, fenced: bool = True) -> None:
+    """Raise the `worker.errors` exception that matches a non-2xx reply."""
+    status = resp.status_code
+    if status < 400:
+        return
+    error, message = _error_fields(resp)
+    text = f"{resp.request.method} {resp.url}: {status} {message}"
+    if status == 409 and fenced:
+        raise LeaseLost(text)
+    if status in (429, 503):
+        raise Backoff(text, status, error, parse_retry_after(resp.headers.get("Retry-After")))
+    if status >= 500:
+        raise CoordinatorUnavailable(text, status, error)
+    raise CoordinatorError(text, status, error)
+
+
+class CoordinatorClient:
+    """Talks to the coordinator for one worker process (one `session_id`)."""
+
+    def __init__(self, api_url: str, api_key: str, session_id: str, *,
+                 timeout: float = 30.0, attempts: int = 5, max_rate: float | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.api_url = api_url.rstrip("/")
+        self.api_key = api_key
+        self.session_id = session_id
+        self.timeout = timeout
+        self.attempts = attempts
+        self.max_rate = max_rate
+        self.last_retry_after: float | None = None
+        self._sleep = sleep
+        self._local = threading.local()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session (requests sessions are not shared across threads)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update({API_KEY_HEADER: self.api_key,
+                                    WORKER_SESSION_HEADER: self.session_id,
+                                    "User-Agent": "dubfleet-worker/1"})
+            self._local.session = session
+        return session
+
+    def close(self) -> None:
+        """Close the calling thread's session."""
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+    def url(self, route: str, **values: str) -> str:
+        """Absolute URL of a route template."""
+        return self.api_url + Routes.fill(route, **values)
+
+    @staticmethod
+    def _lease_headers(job: ClaimedJob) -> dict[str, str]:
+        """Headers that fence a call to the lease of `job`."""
+        return {LEASE_HEADER: job.lease_token}
+
+    def _request(self, method: str, url: str, *, fenced: bool = True,
+                 timeout: Any = None, **kwargs: Any) -> requests.Response:
+        """Send one request; connection failures and error replies become worker errors."""
+        try:
+            resp = self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise CoordinatorUnavailable(f"{method} {url}: {exc}") from exc
+        raise_for_reply(resp, fenced=fenced)
+        return resp
+
+    def _job_call(self, route: str, job: ClaimedJob, body: dict | None = None,
+                  timeout: Any = None) -> dict:
+        """POST a fenced JSON call about `job` and return the JSON reply (or {})."""
+        resp = self._request("POST", self.url(route, job_id=job.job_id), json=body or {},
+                             headers=self._lease_headers(job), timeout=timeout)
+        return resp.json() if resp.content else {}
+
+    # -- claiming and the lease -------------------------------------------------------------
+
+    def claim(self, worker: WorkerInfo, wait: float = 0.0) -> ClaimedJob | None:
+        """Claim the next job this worker can run, long-polling up to `wait` s; None if none."""
+        wait = max(0.0, min(float(wait), MAX_CLAIM_WAIT_SECONDS))
+        resp = self._request("POST", self.url(Routes.CLAIM_NEXT), fenced=False,
+                             json={"worker": worker.to_dict(), "wait": wait},
+                             timeout=(10.0, wait + 20.0))
+        self.last_retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        if resp.status_code == 204 or not resp.content:
+            return None
+        data = resp.json()
+        if "job_id" not in data and isinstance(data.get("job"), dict):
+            data = data["job"]
+        return ClaimedJob.from_dict(data)
+
+    def heartbeat(self, job: ClaimedJob, beat: Heartbeat) -> HeartbeatReply:
+        """Renew the lease and report progress; the reply carries cancellation."""
+        timeout = (5.0, max(5.0, min(job.heartbeat_interval, 20.0)))
+        data = self._job_call(Routes.HEARTBEAT, job, beat.to_dict(), timeout=timeout)
+        return HeartbeatReply.from_dict(data)
+
+    def complete(self, job: ClaimedJob, main_artifact: str,
+                 detected_language: str | None = None) -> dict:
+        """Complete the job with already uploaded artifacts."""
+        body: dict[str, Any] = {"main_artifact": main_artifact}
+        if detected_language:
+            body["detected_language"] = detected_language
+        return self._job_call(Routes.COMPLETE, job, body)
+
+    def fail(self, job: ClaimedJob, reason: str, retryable: bool = True) -> dict:
+        """Report a failed attempt."""
+        report = FailReport(reason=reason[:MAX_REASON_CHARS], retryable=retryable)
+        return self._job_call(Routes.FAIL, job, report.to_dict())
+
+    def release(self, job: ClaimedJob) -> dict:
+        """Give the job back to the queue (worker shutting down)."""
+        return self._job_call(Routes.RELEASE, job)
+
+    # -- transfers --------------------------------------------------------------------------
+
+    def download_input(self, job: ClaimedJob, dest: Path, check: Check | None = None,
+                       on_progress: OnProgress | None = None) -> Path:
+        """Fetch the job's input into `dest` (resuming, sha256-checked); return `dest`."""
+        if job.source_url and not job.input_sha256:
+            return self._download_source(job, dest, check, on_progress)
+        try:
+            fetch_resumable(self.session, self.url(Routes.DOWNLOAD_INPUT, job_id=job.job_id),
+                            dest, headers=self._lease_headers(job), sha256=job.input_sha256,
+                            attempts=self.attempts, timeout=(10.0, self.timeout), check=check,
+                            on_status=_transient_or_raise, on_progress=on_progress,
+                            max_rate=self.max_rate, sleep=self._sleep)
+        except ChecksumMismatch as exc:
+            raise JobFailed(f"input of job {job.job_id}: {exc}") from exc
+        except TransientTransferError as exc:
+            raise CoordinatorUnavailable(f"input of job {job.job_id}: {exc}") from exc
+        return dest
+
+    def _download_source(self, job: ClaimedJob, dest: Path, check: Check | None,
+                         on_progress: OnProgress | None) -> Path:
+        """Fetch a `source_url` job's input from that URL (never sending our API key)."""
+        logger.info("job %s: fetching source %s", job.job_id, job.source_url)
+        with requests.Session() as plain:
+            try:
+                fetch_resumable(plain, str(job.source_url), dest, attempts=self.attempts,
+                                timeout=(10.0, self.timeout), check=check,
+                                on_status=_source_status, on_progress=on_progress,
+                                max_rate=self.max_rate, sleep=self._sleep)
+            except TransientTransferError as exc:
+                raise JobFailed(f"source_url download failed: {exc}") from exc
+        return dest
+
+    def upload_result(self, job: ClaimedJob, path: Path, name: str, *, final: bool = False,
+                      content_type: str = "application/octet-stream",
+                      check: Check | None = None, on_progress: OnProgress | None = None,
+                      sha256: str | None = None) -> ArtifactInfo:
+        """Stream `path` as artifact `name`; retries transient failures; 409 → LeaseLost."""
+        sha = sha256 or file_sha256(path)
+        params = {"name": name, "final": int(bool(final)), "content_type": content_type}
+        headers = {**self._lease_headers(job), SHA256_HEADER: sha,
+                   "Content-Type": "application/octet-stream"}
+        url = self.url(Routes.UPLOAD_RESULT, job_id=job.job_id)
+        for attempt in range(self.attempts):
+            try:
+                with ProgressReader(path, f"upload {name}", check, on_progress,
+                                    self.max_rate) as body:
+                    resp = self._request("POST", url, params=params, data=body, headers=headers,
+                                         timeout=(10.0, max(self.timeout, 120.0)))
+                return _artifact_from(resp, name, path, sha)
+            except CoordinatorUnavailable as exc:
+                self._retry_pause(exc, attempt, f"upload of {name}")
+            except CoordinatorError as exc:
+                _raise_upload_error(exc, attempt, self.attempts)
+        raise CoordinatorUnavailable(f"upload of {name} failed after {self.attempts} tries")
+
+    def _retry_pause(self, exc: CoordinatorUnavailable, attempt: int, what: str) -> None:
+        """Sleep before another try of `what`, or re-raise when the tries are used up."""
+        if attempt + 1 >= self.attempts:
+            raise exc
+        delay = getattr(exc, "retry_after", None) or backoff_delay(attempt, 1.0, 30.0)
+        logger.warning("%s failed (try %d/%d), again in %.1fs: %s", what, attempt + 1,
+                       self.attempts, delay, exc)
+        self._sleep(delay)
+
+
+def _artifact_from(resp: requests.Response, name: str, path: Path, sha: str) -> ArtifactInfo:
+    """The ArtifactInfo of an upload reply (or one built locally if the reply has none)."""
+    data = resp.json() if resp.content else {}
+    artifact = data.get("artifact") if isinstance(data, dict) else None
+    if isinstance(artifact, dict):
+        return ArtifactInfo.from_dict(artifact)
+    return ArtifactInfo(name=name, size=path.stat().st_size, sha256=sha)
+
+
+def _raise_upload_error(exc: CoordinatorError, attempt: int, attempts: int) -> None:
+    """Map a 4xx upload reply: 413 is permanent, a 400 hash mismatch is retried once."""
+    if exc.status == 413:
+        raise PermanentJobError(f"result too large for the coordinator: {exc}") from exc
+    if exc.status == 400 and "sha" in f"{exc.error} {exc}".lower() and attempt + 1 < attempts:
+        logger.warning("upload checksum rejected, sending again: %s", exc)
+        return
+    raise exc
+
+
+def _transient_or_raise(resp: requests.Response) -> None:
+    """Status hook for input downloads: 5xx/429 retry in place, others map to worker errors."""
+    if resp.status_code >= 500 or resp.status_code == 429:
+        raise TransientTransferError(f"{resp.status_code} {resp.reason}")
+    raise_for_reply(resp)
+
+
+def _source_status(resp: requests.Response) -> None:
+    """Status hook for source URLs: 5xx/408/429 retry; other errors are permanent."""
+    status = resp.status_code
+    if status >= 500 or status in (408, 429):
+        raise TransientTransferError(f"{status} {resp.reason}")
+    if status >= 400:
+        raise PermanentJobError(f"source_url answered {status} {resp.reason}")
