@@ -14,6 +14,9 @@ DEFAULTS: dict[str, Any] = {
     "ADMIN_API_KEY": None,
     "MAX_UPLOAD_MB": 2048,
     "LEASE_SECONDS": 120.0,
+    # A claim's first lease is short until the worker's first heartbeat confirms it started, so a
+    # job handed to a worker that died while long-polling returns to the queue quickly.
+    "START_LEASE_SECONDS": 30.0,
     "MAX_ATTEMPTS": 3,
     "RETRY_BACKOFF_SECONDS": 10.0,
     "RETRY_BACKOFF_CAP_SECONDS": 600.0,
@@ -43,6 +46,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "ADMIN_API_KEY": str,
     "MAX_UPLOAD_MB": int,
     "LEASE_SECONDS": float,
+    "START_LEASE_SECONDS": float,
     "MAX_ATTEMPTS": int,
     "RETRY_BACKOFF_SECONDS": float,
     "RETRY_BACKOFF_CAP_SECONDS": float,
@@ -101,6 +105,7 @@ def _check(config: dict[str, Any]) -> None:
     rules = {
         "MAX_UPLOAD_MB": config["MAX_UPLOAD_MB"] > 0,
         "LEASE_SECONDS": config["LEASE_SECONDS"] > 0,
+        "START_LEASE_SECONDS": config["START_LEASE_SECONDS"] > 0,
         "MAX_ATTEMPTS": 1 <= config["MAX_ATTEMPTS"] <= 10,
         "RETRY_BACKOFF_SECONDS": config["RETRY_BACKOFF_SECONDS"] >= 0,
         "REAPER_INTERVAL": config["REAPER_INTERVAL"] > 0,

@@ -100,7 +100,7 @@ def submit(session: Session, new: NewJob, *, owner_key_id: int, job_id: str | No
 
 def _claim_params(worker: WorkerInfo, policy: QueuePolicy, now: float) -> dict[str, Any]:
     """Bind parameters shared by both claim statements (a fresh lease token each time)."""
-    return {"p_now": now, "p_token": secrets.token_urlsafe(24), "p_expires": now + policy.lease_seconds,
+    return {"p_now": now, "p_token": secrets.token_urlsafe(24), "p_expires": now + policy.claim_lease_seconds,
             "p_worker": worker.worker_id, "p_session": worker.session_id or None}
 
 

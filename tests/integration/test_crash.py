@@ -35,7 +35,7 @@ def test_worker_killed_mid_transfer(coordinator_factory, workers, tmp_path, stag
     admin_view = _wait_stage(admin, job_id, stage)
     assert admin_view["worker_id"] == "victim"
     time.sleep(0.5)
-    old_token = _lease_token(coord.data_dir / "dubfleet.db", job_id)
+    old_token = _lease_token(coord.data_dir / "coordinator.db", job_id)
     victim.kill()
     victim.wait(10)
 
@@ -100,7 +100,7 @@ def test_coordinator_killed_under_traffic(coordinator_factory, workers, tmp_path
         assert view["status"] == "completed", view
         body = admin.get(f"/jobs/{view['job_id']}/download").content
         assert hashlib.sha256(body).hexdigest() == digest, "a half-written result was served"
-    with sqlite3.connect(coord.data_dir / "dubfleet.db") as conn:
+    with sqlite3.connect(coord.data_dir / "coordinator.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     stop_all(workers)
 

@@ -58,7 +58,7 @@ def test_claim_is_ordered_and_counts_attempts(session):
     assert [g.job["id"] for g in got[:3]] == [b, a, c] and got[3] is None
     first = got[0]
     assert first.job["attempts"] == 1 and first.job["status"] == "running"
-    assert first.lease_expires_at == T0 + 10 + 60
+    assert first.lease_expires_at == T0 + 10 + POLICY.claim_lease_seconds
     assert len({g.lease_token for g in got[:3]}) == 3
 
 
@@ -107,6 +107,20 @@ def test_heartbeat_fenced_and_renews(session):
         jobs.heartbeat(session, job_id, "wrong", Heartbeat(progress=99), POLICY, now=T0 + 31)
     job = status(session, job_id)
     assert (job.stage, job.progress, job.lease_expires_at) == ("muxing", 80, T0 + 90)
+
+
+def test_start_lease_is_short_until_first_heartbeat(session):
+    """A job claimed by a worker that never starts (killed while long-polling) comes back soon."""
+    policy = QueuePolicy(lease_seconds=120, start_lease_seconds=20)
+    ghost = add(session)
+    claimed = jobs.claim_next(session, ECHO_WORKER, policy, now=T0)
+    assert claimed.lease_expires_at == T0 + 20
+    jobs.reap(session, now=T0 + 21)
+    assert status(session, ghost).status == "queued"
+    claimed = jobs.claim_next(session, ECHO_WORKER, policy, now=T0 + 22)
+    reply = jobs.heartbeat(session, ghost, claimed.lease_token, Heartbeat(stage="downloading"),
+                           policy, now=T0 + 23)
+    assert reply.lease_expires_at == T0 + 143 and reply.heartbeat_interval <= 20 / 3
 
 
 def test_fail_until_max_attempts_then_failed(session):

@@ -116,7 +116,7 @@ def test_heartbeat_renews_lease_records_progress_and_reports_cancel(client, keys
     reply = client.post(f"/jobs/{job_id}/heartbeat", json=beat, headers=h(keys["worker"], job["lease_token"]))
     body = reply.get_json()
     assert reply.status_code == 200 and body["cancel_requested"] is False
-    assert body["lease_expires_at"] >= job["lease_expires_at"] and body["heartbeat_interval"] == 30
+    assert body["lease_expires_at"] >= job["lease_expires_at"] and body["heartbeat_interval"] == 10
     current = view(client, keys, job_id)
     assert (current["stage"], current["progress"], current["message"]) == ("transcribing", 42.5, "half way")
     cancel = client.delete(f"/jobs/{job_id}", headers={"X-API-Key": keys["client"]})

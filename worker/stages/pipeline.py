@@ -170,7 +170,7 @@ class MediaPipeline:
         return Transcriber(opts.asr_model, allow_download=opts.allow_downloads)
 
     def _transcribe(self, ctx: JobContext, state: JobState, opts: MediaOptions,
-                    progress: Progress, on_segment=None) -> Transcript:
+                    progress: Progress, on_segment=None, language: str | None = None) -> Transcript:
         ctx.stage(Stage.TRANSCRIBING)
         t0 = time.monotonic()
         duration = max(state.audio.duration, 0.001)
@@ -181,7 +181,8 @@ class MediaPipeline:
                 on_segment(segment)
 
         transcript = self._transcriber(opts).transcribe(
-            state.audio, ctx.job.source_language or "auto", on_segment=seen, check=ctx.check)
+            state.audio, language or ctx.job.source_language or "auto", on_segment=seen,
+            check=ctx.check)
         progress.update("asr", 1.0)
         state.timings["transcribe"] = round(time.monotonic() - t0, 3)
         state.keep(ctx, [outputs.write_transcript(state.out, transcript),
@@ -287,7 +288,8 @@ class _Dubber:
         stream = SentenceStream(self._unit, overlap=overlap)
         try:
             transcript = self.pipeline._transcribe(self.ctx, self.state, self.opts, self.progress,
-                                                   on_segment=stream.push if overlap else None)
+                                                   on_segment=stream.push if overlap else None,
+                                                   language=self.source)
             if not overlap:
                 self.source = transcript.language
                 for segment in transcript.segments:
@@ -305,9 +307,11 @@ class _Dubber:
         return transcript, translation, sorted(result.synthesized, key=lambda s: s.index)
 
     def _text_translator_ready(self) -> bool:
-        """Overlap needs a text engine chosen before recognition ends (known source language)."""
+        """Overlap needs a text engine chosen before recognition ends, so a known language."""
         if self.source == "auto":
-            return False
+            # whisper's own detection, run up front (~1 s) so sentences can be voiced early
+            transcriber = self.pipeline._transcriber(self.opts)
+            self.source, _ = transcriber.detect_language(self.state.audio)
         self.translator = self._make_translator(self.source)
         return isinstance(self.translator, TextTranslator)
 
