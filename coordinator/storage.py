@@ -84,15 +84,16 @@ class Storage:
 
     def save_input(self, job_id: str, stream: BinaryIO, limit: int) -> StoredFile:
         """Stream a job's input to disk."""
-        return self._save(self.input_relpath(job_id), stream, limit, None)
+        return self._save(self.input_relpath(job_id), stream, limit, None, allow_empty=False)
 
     def save_artifact(self, job_id: str, run: int, name: str, stream: BinaryIO, limit: int,
                       expected_sha256: str | None = None) -> StoredFile:
-        """Stream an artifact to disk; a SHA-256 mismatch stores nothing."""
-        return self._save(self.artifact_relpath(job_id, run, name), stream, limit, expected_sha256)
+        """Stream an artifact to disk (empty is fine: subtitles of silence); a SHA-256 mismatch stores nothing."""
+        return self._save(self.artifact_relpath(job_id, run, name), stream, limit, expected_sha256,
+                          allow_empty=True)
 
     def _save(self, relpath: str, stream: BinaryIO, limit: int,
-              expected_sha256: str | None) -> StoredFile:
+              expected_sha256: str | None, allow_empty: bool) -> StoredFile:
         """Write to a temp file beside the target, check it, fsync, then rename into place."""
         target = self.resolve(relpath)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ class Storage:
                 size, digest = _copy(stream, out, limit)
                 out.flush()
                 os.fsync(out.fileno())
-            _check_upload(size, digest, expected_sha256)
+            _check_upload(size, digest, expected_sha256, allow_empty)
             os.replace(tmp_name, target)
         except BaseException:
             _unlink(Path(tmp_name))
@@ -148,9 +149,9 @@ def _copy(stream: BinaryIO, out: BinaryIO, limit: int) -> tuple[int, str]:
         out.write(chunk)
 
 
-def _check_upload(size: int, digest: str, expected_sha256: str | None) -> None:
-    """Reject empty uploads and checksum mismatches."""
-    if size == 0:
+def _check_upload(size: int, digest: str, expected_sha256: str | None, allow_empty: bool) -> None:
+    """Reject checksum mismatches, and empty uploads where content is required."""
+    if size == 0 and not allow_empty:
         raise BadRequest("the uploaded file is empty")
     if expected_sha256 and expected_sha256 != digest:
         raise BadRequest("X-Content-SHA256 does not match the uploaded bytes",

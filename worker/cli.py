@@ -75,12 +75,16 @@ def load_registry(kinds: str | None) -> PipelineRegistry:
 @click.option("--max-transfer-rate", type=click.FloatRange(0), default=0.0,
               envvar="DUBFLEET_MAX_TRANSFER_RATE",
               help="Cap downloads and uploads at this many MiB/s (0: unlimited).")
+@click.option("--allow-downloads", is_flag=True, envvar="DUBFLEET_ALLOW_DOWNLOADS",
+              help="Let jobs name hub models (e.g. large-v3) that this worker may download. "
+                   "Off by default: only models installed from packages are used.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="INFO", envvar="DUBFLEET_LOG_LEVEL", help="Logging level.")
 @click.pass_context
 def main(ctx: click.Context, api_url: str | None, api_key: str | None, poll_interval: float,
          worker_id: str | None, once: bool, burst: bool, max_jobs: int | None, work_dir: Path,
-         kinds: str | None, claim_wait: float, max_transfer_rate: float, log_level: str) -> None:
+         kinds: str | None, claim_wait: float, max_transfer_rate: float, allow_downloads: bool,
+         log_level: str) -> None:
     """Pull jobs from a dubfleet coordinator and run them until stopped.
 
     Ctrl-C / SIGTERM once: finish the current job, then exit. Twice: give the job back, exit.
@@ -92,6 +96,8 @@ def main(ctx: click.Context, api_url: str | None, api_key: str | None, poll_inte
         raise click.UsageError("missing --api-url (or DUBFLEET_API_URL)")
     if not api_key:
         raise click.UsageError("missing --api-key (or WORKER_API_KEY / DUBFLEET_API_KEY)")
+    if allow_downloads:  # read by the media pipeline (never by a job's own options)
+        os.environ["DUBFLEET_ALLOW_DOWNLOADS"] = "1"
     session_id = uuid.uuid4().hex
     registry = load_registry(kinds)
     info = build_worker_info(worker_id or default_worker_id(), session_id, registry.kinds())

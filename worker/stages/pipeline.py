@@ -7,6 +7,7 @@ are published as soon as they exist.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,10 @@ MEDIA_KINDS = (JobKind.TRANSCRIBE.value, JobKind.SUBTITLE.value, JobKind.DUB.val
 
 @dataclass(frozen=True)
 class MediaOptions:
-    """Per-job options (from the job's `options` object and `asr_model`)."""
+    """Per-job options (from the job's `options` object and `asr_model`).
+
+    `allow_downloads` is the worker's own setting (`worker --allow-downloads`), never the job's.
+    """
 
     asr_model: str = "base"
     translation_engine: str | None = None
@@ -58,7 +62,7 @@ class MediaOptions:
                 keep_original=_bool(raw.get("keep_original", True)),
                 max_speed=_speed(raw.get("max_speed", 1.35)),
                 overlap=_bool(raw.get("overlap", True)),
-                allow_downloads=_bool(raw.get("allow_downloads", False)))
+                allow_downloads=_bool(os.environ.get("DUBFLEET_ALLOW_DOWNLOADS", "0")))
         except (TypeError, ValueError) as exc:
             raise PermanentJobError(f"bad job options: {exc}") from exc
 
