@@ -284,6 +284,8 @@ class _Dubber:
         self.translator: Translator | None = None
         self.source = ctx.job.source_language or "auto"
         self.voiced_until = 0.0
+        self.speaker_wav: Path | None = None
+        self.clones = any(getattr(engine, "is_xtts", False) for engine in chain)
 
     def recognise_and_voice(self):
         """Run ASR, translating and voicing finished sentences on the way; return all three."""
@@ -333,9 +335,17 @@ class _Dubber:
                                                     check=self.ctx.check).segments)
         voiced = tts.synthesize_segments(translated, target, self.chain,
                                          self.state.out / "tts", voices=self._voices(),
+                                         speaker_wav=self._speaker(translated),
                                          check=self.ctx.check)
         self._report(translated)
         return translated, voiced
+
+    def _speaker(self, translated: list[TranslatedSegment]) -> Path | None:
+        """A few seconds of the source speaker for voice cloning (XTTS), cut once."""
+        if self.clones and self.speaker_wav is None:
+            self.speaker_wav = tts.speaker_reference(self.state.audio.wav_path, translated,
+                                                     self.state.out / "speaker_ref.wav")
+        return self.speaker_wav
 
     def _voices(self) -> dict[str, str]:
         return {self.chain[0].name: self.opts.voice} if self.opts.voice else {}
