@@ -20,6 +20,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from worker.transfer import file_sha256  # noqa: E402
 from tests.integration.procs import (  # noqa: E402
     ADMIN_KEY, WORKER_KEY, Api, Coordinator, start_worker, stop_all,
 )
@@ -110,7 +111,7 @@ def bench_transfer(tmp: Path, size_mb: int = 1024) -> dict:
     down_s = time.perf_counter() - t0
     rss = peak_rss_mb(coord.proc.pid)
     coord.stop()
-    assert digest == _sha256_file(src)
+    assert digest == file_sha256(src)
     res = {"upload_MB_per_s": round(size_mb / up_s, 1), "download_MB_per_s": round(size_mb / down_s, 1),
            "coordinator_peak_rss_MB": round(rss, 1), "size_MB": size_mb}
     click.echo(f"transfer: {res}")
@@ -141,14 +142,6 @@ def _write_random(path: Path, size_mb: int) -> None:
     with open(path, "wb") as fh:
         for i in range(size_mb):
             fh.write(block[i % 997:] + block[:i % 997])
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download(url: str, headers: dict) -> str:

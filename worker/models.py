@@ -22,6 +22,7 @@ from pathlib import Path
 
 from shared.languages import LANGUAGES
 from worker.errors import UnsupportedJob
+from worker.transfer import file_sha256  # noqa: F401 (used here and re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -147,15 +148,6 @@ def _check_joined(path: Path, size: int | None, sha256: str | None, actual: str)
     if sha256 and actual != sha256:
         raise UnsupportedJob(f"joined model {path.name} failed its sha256 check; "
                              "reinstall the model packages")
-
-
-def file_sha256(path: Path) -> str:
-    """Return the hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

@@ -72,23 +72,25 @@ def test_failures_retry_and_max_attempts(fast, workers, tmp_path):
     assert admin.post(f"/jobs/{ok}/retry").status_code == 409
 
 
-def test_warm_shutdown_finishes_job(fast, workers, tmp_path):
+def _running(fast, workers, tmp_path, delay: float):
+    """Start a worker on a job that takes `delay` seconds; return (admin, job_id, process)."""
     coord, admin = fast
-    job_id = _submit(admin, options='{"delay": 3}')
+    job_id = _submit(admin, options=f'{{"delay": {delay}}}')
     proc = start_worker(coord.url, tmp_path / "w", "w1", "--kinds", "echo")
     workers.append(proc)
     admin.wait_status(job_id, {"running"}, timeout=30)
+    return admin, job_id, proc
+
+
+def test_warm_shutdown_finishes_job(fast, workers, tmp_path):
+    admin, job_id, proc = _running(fast, workers, tmp_path, delay=3)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     assert admin.get(f"/jobs/{job_id}").json()["status"] == "completed"
 
 
 def test_second_signal_releases_job(fast, workers, tmp_path):
-    coord, admin = fast
-    job_id = _submit(admin, options='{"delay": 60}')
-    proc = start_worker(coord.url, tmp_path / "w", "w1", "--kinds", "echo")
-    workers.append(proc)
-    admin.wait_status(job_id, {"running"}, timeout=30)
+    admin, job_id, proc = _running(fast, workers, tmp_path, delay=60)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
