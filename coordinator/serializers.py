@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from flask import current_app
 from sqlalchemy.orm import Session
 
 from shared.protocol import ClaimedJob, Routes
@@ -11,6 +12,7 @@ from shared.protocol import ClaimedJob, Routes
 from .models import Artifact, Job
 from .policy import QueuePolicy
 from .queries import queue_position, visible_artifacts
+from .workers import waiting_for
 
 _TIMES = ("created_at", "started_at", "finished_at", "updated_at")
 
@@ -57,6 +59,10 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
         view[f"{name}_iso"] = iso(getattr(job, name))
     view["artifacts"] = [artifact_view(a) for a in visible_artifacts(session, job)]
     view["links"] = job_links(job.id)
+    view["waiting_for"] = None
+    if job.status == "queued":
+        window = float(current_app.config.get("WORKER_ONLINE_SECONDS", 60))
+        view["waiting_for"] = waiting_for(session, job, window)
     return view
 
 

@@ -72,6 +72,32 @@ def workers_online(session: Session, window: float, now: float | None = None) ->
     return session.scalar(select(func.count()).select_from(Worker).where(Worker.last_seen >= now - window)) or 0
 
 
+LANGUAGE_KINDS = ("dub", "subtitle")
+
+
+def can_run(caps: dict, kind: str, asr_model: str | None, target_language: str) -> bool:
+    """Whether advertised capabilities cover a job (the claim statement's filter, in Python)."""
+    if kind not in caps.get("kinds", ()):
+        return False
+    if asr_model is not None and asr_model not in caps.get("asr_models", ()):
+        return False
+    return kind not in LANGUAGE_KINDS or target_language in caps.get("target_languages", ())
+
+
+def waiting_for(session: Session, job, window: float, now: float | None = None) -> str | None:
+    """For a queued job no online worker can run: what it is waiting for (else None)."""
+    now = time.time() if now is None else now
+    rows = session.scalars(select(Worker.capabilities).where(Worker.last_seen >= now - window))
+    if any(can_run(caps or {}, job.kind, job.asr_model, job.target_language) for caps in rows):
+        return None
+    need = [f"{job.kind} jobs"]
+    if job.asr_model:
+        need.append(f"ASR model '{job.asr_model}'")
+    if job.kind in LANGUAGE_KINDS:
+        need.append(f"target language '{job.target_language}'")
+    return "no online worker can run this job yet; it needs a worker with " + ", ".join(need)
+
+
 def prune_workers(session: Session, older_than: float) -> int:
     """Delete worker sessions unseen since `older_than`; returns how many."""
     rows = session.execute(Worker.__table__.delete().where(Worker.last_seen < older_than))

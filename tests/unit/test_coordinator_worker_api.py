@@ -365,3 +365,15 @@ def test_reaper_thread_pass_requeues_expired(app_factory):
     threading.Event().wait(0.05)
     assert Reaper(app, 1.0).run_once()["requeued"] == 1
     assert view(client, keys, job_id)["status"] == "queued"
+
+
+def test_queued_job_says_what_worker_it_waits_for(client, keys):
+    dub_fr = submit(client, keys, query="kind=dub&target_language=fr")
+    assert "no online worker" in view(client, keys, dub_fr)["waiting_for"]
+    assert claim(client, keys, kinds=["dub", "echo"], target_languages=["es"]) is None
+    waiting = view(client, keys, dub_fr)["waiting_for"]
+    assert "dub jobs" in waiting and "target language 'fr'" in waiting
+    echo = submit(client, keys)
+    assert view(client, keys, echo)["waiting_for"] is None
+    assert claim(client, keys, kinds=["dub"], target_languages=["fr"])["job_id"] == dub_fr
+    assert view(client, keys, dub_fr)["waiting_for"] is None
