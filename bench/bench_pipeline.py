@@ -97,9 +97,15 @@ def reset_peak() -> None:
 
 
 def cpu_s() -> float:
-    """User + system CPU seconds of this process (all threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """User + system CPU seconds of this process (all threads) and its finished children."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat), to spot other load."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
 
 
 def claimed(n: int, kind: str, overlap: bool, video: Path, asr_model: str) -> ClaimedJob:
@@ -123,11 +129,12 @@ def run_job(n: int, kind: str, overlap: bool, video: Path, duration: float, tmp:
     ctx = BenchContext(claimed(n, kind, overlap, video, asr_model), tmp / f"job{n}")
     ctx.work_dir.mkdir(parents=True)
     reset_peak()
-    cpu0, t0 = cpu_s(), time.perf_counter()
+    cpu0, busy0, t0 = cpu_s(), machine_busy_s(), time.perf_counter()
     result = MediaPipeline(kind).run(ctx, video)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
     out = {"job": n, "kind": kind, "overlap": overlap, "wall_s": round(wall, 2),
-           "rtf": round(wall / duration, 3), "cpu_s": round(cpu_s() - cpu0, 1),
+           "rtf": round(wall / duration, 3), "cpu_s": round(cpu, 1),
+           "other_procs_cpu_s": round(machine_busy_s() - busy0 - cpu, 1),
            "stages": with_rtf(result.info.get("timings", {}), duration), "rss": rss_mb(),
            "published": len(ctx.published)}
     summary = result.info.get("summary")
@@ -184,13 +191,17 @@ def print_report(res: dict) -> None:
     """A readable summary of the figures."""
     click.echo(f"\nsource: {res['source_s']:.1f} s, {res['sentences']} sentences; "
                f"load avg before {res['loadavg_before']} after {res['loadavg_after']}")
-    click.echo(f"{'job':<26}{'wall s':>9}{'RTF':>7}{'cpu s':>8}{'segs':>6}{'peak MB':>9}  stages (s)")
+    click.echo(f"{'job':<26}{'wall s':>9}{'RTF':>7}{'cpu s':>7}{'others':>7}{'segs':>5}"
+               f"{'peak MB':>8}  stages (s)")
+    click.echo("(cpu s: this process + ffmpeg; others: CPU seconds other processes used meanwhile;"
+               " peak MB: this job's own RSS peak)")
     for job in res["jobs"]:
         name = f"{job['job']}: {job['kind']} overlap={'on' if job['overlap'] else 'off'}"
         name += " (cold)" if job["job"] == 1 else ""
         stages = ", ".join(f"{k} {v['s']:.1f}" for k, v in job["stages"].items())
-        click.echo(f"{name:<26}{job['wall_s']:>9.1f}{job['rtf']:>7.2f}{job['cpu_s']:>8.0f}"
-                   f"{job['segments']:>6}{job['rss']['since_reset_peak_MB']:>9.0f}  {stages}")
+        click.echo(f"{name:<26}{job['wall_s']:>9.1f}{job['rtf']:>7.2f}{job['cpu_s']:>7.0f}"
+                   f"{job['other_procs_cpu_s']:>7.0f}{job['segments']:>5}"
+                   f"{job['rss']['since_reset_peak_MB']:>8.0f}  {stages}")
         if "dub_summary" in job:
             click.echo(f"{'':<26}dub report: {job['dub_summary']}")
     if "breakdown" in res:
@@ -208,9 +219,13 @@ def print_report(res: dict) -> None:
               help="How many of the talk's sentences to use (fewer for a quick try).")
 @click.option("--asr-model", default="base", show_default=True)
 @click.option("--breakdown/--no-breakdown", default=True, help="Also time each stage alone.")
+@click.option("--plan", default="dub:on,dub:on,dub:off,transcribe:on", show_default=True,
+              help="Jobs to run in order, KIND:on|off (overlap); the first pays model loading.")
+@click.option("--out", default="pipeline.json", show_default=True, help="File in bench/results/.")
 @click.option("--regenerate", is_flag=True, help="Remake the cached sample video.")
 @click.option("-v", "--verbose", is_flag=True, help="Log the pipeline at INFO level.")
-def main(count: int, asr_model: str, breakdown: bool, regenerate: bool, verbose: bool) -> None:
+def main(count: int, asr_model: str, breakdown: bool, plan: str, out: str, regenerate: bool,
+         verbose: bool) -> None:
     """Time dub/transcribe jobs and each stage on a ~5-minute talk; record the figures."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
@@ -218,9 +233,9 @@ def main(count: int, asr_model: str, breakdown: bool, regenerate: bool, verbose:
     res = {"source_s": round(duration, 2), "sentences": count, "asr_model": asr_model,
            "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()],
            "jobs": []}
-    plan = [(1, "dub", True), (2, "dub", True), (3, "dub", False), (4, "transcribe", True)]
+    jobs = [(n, *item.split(":")) for n, item in enumerate(plan.split(","), start=1)]
     with tempfile.TemporaryDirectory(prefix="dubfleet-bench-pipeline-") as tmp:
-        for n, kind, overlap in plan:
+        for n, kind, overlap in [(n, k, o == "on") for n, k, o in jobs]:
             click.echo(f"job {n}: {kind} overlap={overlap} ...")
             res["jobs"].append(run_job(n, kind, overlap, video, duration, Path(tmp), asr_model))
             click.echo(f"  {res['jobs'][-1]['wall_s']} s")
@@ -230,7 +245,7 @@ def main(count: int, asr_model: str, breakdown: bool, regenerate: bool, verbose:
     res["rss"] = rss_mb()
     res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(res, indent=2))
+    (RESULTS / out).write_text(json.dumps(res, indent=2))
     print_report(res)
 
 

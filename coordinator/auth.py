@@ -18,6 +18,7 @@ from shared.protocol import API_KEY_HEADER, KeyKind
 
 from .errors import Forbidden, Unauthorized
 from .extensions import db
+from .database import read_only
 from .models import ENV_OWNER_ID, ApiKey
 
 logger = logging.getLogger(__name__)
@@ -83,11 +84,13 @@ def authenticate(session: Session, presented: str | None, config: Mapping[str, A
     if principal is not None:
         return principal
     digest = hash_key(presented)
-    try:
-        row = session.execute(select(ApiKey.id, ApiKey.kind, ApiKey.name, ApiKey.key_hash)
-                              .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))).first()
-    finally:
-        session.rollback()  # end the read transaction before the view does any I/O
+    with read_only():
+        try:
+            row = session.execute(select(ApiKey.id, ApiKey.kind, ApiKey.name, ApiKey.key_hash)
+                                  .where(ApiKey.key_hash == digest,
+                                         ApiKey.revoked_at.is_(None))).first()
+        finally:
+            session.rollback()  # end the read transaction before the view does any I/O
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("unknown or revoked API key")
     return Principal(key_id=row.id, kind=KeyKind(row.kind), name=row.name)

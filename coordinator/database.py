@@ -1,7 +1,10 @@
 """Engine setup: SQLite pragmas and `BEGIN IMMEDIATE`, dialect helpers."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+from typing import Iterator
 
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
@@ -29,9 +32,27 @@ def _sqlite_connect(dbapi_connection, connection_record) -> None:
         cursor.close()
 
 
+_READ_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("dubfleet_read_only",
+                                                                   default=False)
+
+
+@contextlib.contextmanager
+def read_only() -> Iterator[None]:
+    """Run a short read that ends its transaction itself, without taking the write lock.
+
+    WAL readers never block the writer, so key lookups and lease checks stay off the write
+    lock; code inside must not write (a deferred transaction upgrading late can fail busy).
+    """
+    token = _READ_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _READ_ONLY.reset(token)
+
+
 def _sqlite_begin(conn) -> None:
-    """Start every transaction holding the write lock, so it never upgrades late."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """Start every writing transaction holding the write lock, so it never upgrades late."""
+    conn.exec_driver_sql("BEGIN" if _READ_ONLY.get() else "BEGIN IMMEDIATE")
 
 
 def configure_engine(engine: Engine) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from shared.protocol import ArtifactInfo, Heartbeat, HeartbeatReply, JobStatus, WorkerInfo
 
 from . import statements
-from .database import is_postgres
+from .database import is_postgres, read_only
 from .errors import Conflict, LeaseLost, NotFound
 from .models import Artifact, Job
 from .notify import NullEvents, QueueEvents
@@ -178,9 +178,12 @@ def _commit(session: Session) -> None:
 
 def lease_run(session: Session, job_id: str, token: str | None) -> Job:
     """Check a lease without changing anything; returns the job (its run_number scopes uploads)."""
-    job = _locked_lease(session, job_id, token)
-    session.expunge(job)
-    session.rollback()
+    with read_only():
+        try:
+            job = _locked_lease(session, job_id, token)
+            session.expunge(job)
+        finally:
+            session.rollback()
     return job
 
 
@@ -221,8 +224,8 @@ def _end_lease(job: Job, status: str, now: float) -> None:
 
 
 def add_artifact(session: Session, job_id: str, token: str | None, info: ArtifactInfo, relpath: str,
-                 *, final: bool = False, events: QueueEvents | None = None,
-                 now: float | None = None) -> str:
+                 *, final: bool = False, detected_language: str | None = None,
+                 events: QueueEvents | None = None, now: float | None = None) -> str:
     """Record an uploaded artifact of the current run (replacing a same-named one); `final` completes."""
     now = _now(now)
     job = _locked_lease(session, job_id, token)
@@ -232,7 +235,7 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
     _upsert_artifact(session, job_id, info, relpath, now)
     job.updated_at = now
     if final:
-        _complete(job, info.name, None, now)
+        _complete(job, info.name, detected_language, now)
     callback_url, status = job.callback_url, job.status
     _commit(session)
     if final:

@@ -23,18 +23,19 @@ class WorkerRegistry:
 
     def __init__(self, min_interval: float = 10.0):
         self.min_interval = min_interval
-        self._last_write: dict[str, float] = {}
+        self._last_write: dict[str, tuple[float, WorkerInfo | None]] = {}
         self._lock = threading.Lock()
 
-    def _due(self, session_id: str, now: float, has_info: bool) -> bool:
-        """True when this session's row should be written now."""
+    def _due(self, session_id: str, now: float, info: WorkerInfo | None) -> bool:
+        """True when this session's row should be written now (new capabilities, or stale)."""
         with self._lock:
-            last = self._last_write.get(session_id)
-            if not has_info and last is not None and now - last < self.min_interval:
+            last, last_info = self._last_write.get(session_id, (None, None))
+            fresh = last is not None and now - last < self.min_interval
+            if fresh and (info is None or info == last_info):
                 return False
             if len(self._last_write) > 10_000:
                 self._last_write.clear()
-            self._last_write[session_id] = now
+            self._last_write[session_id] = (now, info or last_info)
             return True
 
     def touch(self, session: Session, session_id: str | None, info: WorkerInfo | None = None,
@@ -42,7 +43,7 @@ class WorkerRegistry:
         """Upsert the session's last_seen (and capabilities when `info` is given); never raises."""
         now = time.time() if now is None else now
         session_id = clean_text(session_id or (info.session_id if info else ""), 128)
-        if not session_id or not self._due(session_id, now, info is not None):
+        if not session_id or not self._due(session_id, now, info):
             return
         try:
             session.execute(_upsert(session, session_id, info, now))

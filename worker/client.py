@@ -191,10 +191,16 @@ class CoordinatorClient:
     def upload_result(self, job: ClaimedJob, path: Path, name: str, *, final: bool = False,
                       content_type: str = "application/octet-stream",
                       check: Check | None = None, on_progress: OnProgress | None = None,
-                      sha256: str | None = None) -> ArtifactInfo:
-        """Stream `path` as artifact `name`; retries transient failures; 409 → LeaseLost."""
+                      sha256: str | None = None,
+                      detected_language: str | None = None) -> ArtifactInfo:
+        """Stream `path` as artifact `name`; retries transient failures; 409 → LeaseLost.
+
+        `final=True` completes the job with this artifact as the main result in the same call.
+        """
         sha = sha256 or file_sha256(path)
         params = {"name": name, "final": int(bool(final)), "content_type": content_type}
+        if final and detected_language:
+            params["detected_language"] = detected_language
         headers = {**self._lease_headers(job), SHA256_HEADER: sha,
                    "Content-Type": "application/octet-stream"}
         url = self.url(Routes.UPLOAD_RESULT, job_id=job.job_id)

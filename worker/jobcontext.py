@@ -65,18 +65,23 @@ class LiveJobContext:
         """Upload a partial artifact now (final=0) so clients can fetch it before the end."""
         self.upload(output)
 
-    def upload(self, output: OutputFile, final: bool = False) -> None:
-        """Upload one output unless the same content was already published under its name."""
+    def upload(self, output: OutputFile, final: bool = False,
+               detected_language: str | None = None) -> bool:
+        """Upload one output unless the same content was already published under its name.
+
+        Returns False when it was skipped (already uploaded). `final` completes the job.
+        """
         self.check()
         sha = file_sha256(output.path)
         if self.published.get(output.name) == sha:
             logger.debug("job %s: %s already uploaded", self.job.job_id, output.name)
-            return
+            return False
         self.client.upload_result(self.job, output.path, output.name, final=final,
                                   content_type=output.content_type, check=self.check,
                                   on_progress=self.transfer_progress(f"uploading {output.name}"),
-                                  sha256=sha)
+                                  sha256=sha, detected_language=detected_language)
         self.published[output.name] = sha
+        return True
 
     def transfer_progress(self, label: str):
         """A callback that puts transfer byte counts into the status message."""

@@ -4,8 +4,9 @@ Exits cleanly for burst (queue empty), max-jobs and a stop request. The first SI
 finishes the current job and exits (warm shutdown); the second makes the running pipeline's next
 `ctx.check()` raise `ShutdownRequested`, and the job is released back to the queue.
 
-Delivery: every output is uploaded with `final=0` (the main one last), then `POST complete`
-names the main artifact and the detected language in one fenced call.
+Delivery: every other output is uploaded with `final=0`, then the main one with `final=1` and the
+detected language, which completes the job in the same fenced call (one request fewer per job).
+If the main output was already published (a subtitle job's subtitles), `POST complete` names it.
 """
 from __future__ import annotations
 
@@ -253,23 +254,28 @@ class Worker:
         return "completed"
 
     def _deliver(self, ctx: LiveJobContext, result: JobResult) -> None:
-        """Upload every output (final=0, main last), then complete naming the main one."""
+        """Upload the other outputs (final=0), then the main one with final=1 (completes)."""
         outputs = checked_outputs(result)
         ctx.stage(Stage.UPLOADING)
-        for output in sorted(outputs, key=lambda o: o.name == result.main):
-            self._upload_with_retries(ctx, output)
+        main = next(o for o in outputs if o.name == result.main)
+        for output in outputs:
+            if output is not main:
+                self._upload_with_retries(ctx, output)
         ctx.check()
+        sent = self._upload_with_retries(ctx, main, final=True,
+                                         detected_language=result.detected_language)
         ctx.beat.stop()
-        self._with_retries(lambda: self.client.complete(ctx.job, result.main,
-                                                        result.detected_language), "complete")
+        if not sent:
+            self._with_retries(lambda: self.client.complete(ctx.job, result.main,
+                                                            result.detected_language), "complete")
         logger.info("job %s: completed with %s", ctx.job.job_id, result.main)
 
-    def _upload_with_retries(self, ctx: LiveJobContext, output: OutputFile) -> None:
+    def _upload_with_retries(self, ctx: LiveJobContext, output: OutputFile, final: bool = False,
+                             detected_language: str | None = None) -> bool:
         """Upload one output, retrying outages while the lease holds (results stay on disk)."""
         for round_ in range(UPLOAD_ROUNDS):
             try:
-                ctx.upload(output)
-                return
+                return ctx.upload(output, final=final, detected_language=detected_language)
             except CoordinatorUnavailable as exc:
                 if round_ + 1 >= UPLOAD_ROUNDS:
                     raise

@@ -153,9 +153,11 @@ def upload_result(job_id: str) -> Response:
                                          current_app.config["MAX_UPLOAD_BYTES"], expected)
     info = ArtifactInfo(name=name, size=stored.size, sha256=stored.sha256, content_type=content_type,
                         attempt=run)
+    detected = request.args.get("detected_language")
+    detected = parse_language(detected, "detected_language", False) if detected else None
     try:
         status = jobs.add_artifact(db.session, job_id, token, info, stored.relpath, final=final,
-                                   events=state.events)
+                                   detected_language=detected, events=state.events)
     except LeaseLost:
         state.storage.remove(stored.relpath)
         raise

@@ -377,3 +377,16 @@ def test_queued_job_says_what_worker_it_waits_for(client, keys):
     assert view(client, keys, echo)["waiting_for"] is None
     assert claim(client, keys, kinds=["dub"], target_languages=["fr"])["job_id"] == dub_fr
     assert view(client, keys, dub_fr)["waiting_for"] is None
+
+
+def test_final_upload_completes_with_detected_language(client, keys):
+    job_id = submit(client, keys)
+    token = claim(client, keys)["lease_token"]
+    reply = client.post(f"/jobs/{job_id}/upload-result?name=result&final=1&detected_language=en",
+                        data=b"out", headers=h(keys["worker"], token))
+    assert reply.status_code == 200 and reply.get_json()["status"] == "completed"
+    job = view(client, keys, job_id)
+    assert job["detected_language"] == "en" and job["main_artifact"] == "result"
+    bad = client.post(f"/jobs/{submit(client, keys)}/upload-result?final=1&detected_language=zz9",
+                      data=b"x", headers=h(keys["worker"], claim(client, keys)["lease_token"]))
+    assert bad.status_code == 422

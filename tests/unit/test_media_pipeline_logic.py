@@ -28,6 +28,7 @@ def test_options_defaults_and_parsing(monkeypatch):
     assert opts.keep_original is False and opts.max_speed == 1.2
     assert opts.tts_engines == ("espeak",) and opts.asr_model == "base"
     assert opts.allow_downloads is False, "a job must not be able to switch on hub downloads"
+    assert opts.overlap is None and MediaOptions.from_job(_job(overlap="no")).overlap is False
 
 
 @pytest.mark.parametrize("options", [{"max_speed": 5}, {"keep_original": "maybe"},

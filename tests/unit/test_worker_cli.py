@@ -18,7 +18,7 @@ PAYLOAD = b"hello dubfleet " * 5000
 
 
 class FakeCoordinator:
-    """One echo job: claim -> download-input -> upload-result -> complete, then 204s."""
+    """One echo job: claim -> download-input -> upload-result (final, completes), then 204s."""
 
     def __init__(self) -> None:
         self.claimed = False
@@ -47,7 +47,7 @@ class FakeCoordinator:
             self.upload_query = query
             return 200, {"artifact": {"name": query["name"], "size": len(body),
                                       "sha256": hashlib.sha256(body).hexdigest()},
-                         "status": "running"}
+                         "status": "completed" if query.get("final") == "1" else "running"}
         if route == "/jobs/j1/complete":
             self.complete_body = json.loads(body)
             return 200, {"status": "completed"}
@@ -91,15 +91,14 @@ def test_once_runs_one_echo_job_and_exits(server, tmp_path):
     assert result.exit_code == 0, result.output
     fake = server.fake
     assert fake.uploaded == PAYLOAD
-    assert fake.upload_query == {"name": "result", "final": "0",
+    assert fake.upload_query == {"name": "result", "final": "1",
                                  "content_type": "text/plain"}
-    assert fake.complete_body == {"main_artifact": "result"}
     worker = fake.claim_body["worker"]
     assert worker["worker_id"] == "w-test" and worker["kinds"] == ["echo"]
     assert len(worker["session_id"]) == 32 and fake.claim_body["wait"] == 0
     assert all(h["X-API-Key"] == "dfw_k" for _, _, h in fake.calls)
     assert [r for _, r, _ in fake.calls] == ["/jobs/claim", "/jobs/j1/download-input",
-                                             "/jobs/j1/upload-result", "/jobs/j1/complete"]
+                                             "/jobs/j1/upload-result"]
     assert list(tmp_path.iterdir()) == []
 
 

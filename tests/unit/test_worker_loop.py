@@ -80,8 +80,8 @@ class FakeCoordinator:
 
     def upload_result(self, job: ClaimedJob, path: Path, name: str, *, final: bool = False,
                       content_type: str = "application/octet-stream", check=None,
-                      on_progress=None, sha256=None):
-        self._record("upload_result", job.job_id, name, final)
+                      on_progress=None, sha256=None, detected_language=None):
+        self._record("upload_result", job.job_id, name, final, detected_language)
         if job.job_id in self.lost:
             raise LeaseLost("409 lease_lost")
         if self.upload_errors:
@@ -171,9 +171,8 @@ def test_echo_job_completes_with_the_input_bytes(fake, make_worker, tmp_path):
     worker = make_worker()
     assert worker.work(burst=True, install_signals=False) == 1
     assert fake.uploads[("j1", "result")] == data
-    assert fake.names("j1") == ["download_input", "upload_result", "complete"]
-    assert fake.call("upload_result", "j1")[3] is False  # final=0, then complete
-    assert fake.call("complete", "j1")[2] == "result"
+    assert fake.names("j1") == ["download_input", "upload_result"]
+    assert fake.call("upload_result", "j1")[3] is True  # final=1 completes in the same call
     assert worker.outcomes == [("j1", "completed")]
     assert list((tmp_path / "work").iterdir()) == []  # the job's folder is gone
 
@@ -273,8 +272,23 @@ def test_outputs_uploaded_main_last_and_published_once(fake, make_worker):
     fake.add("j1", kind="two")
     make_worker(two=TwoOutputs()).work(burst=True, install_signals=False)
     uploads = [c[2:] for c in fake.calls if c[0] == "upload_result"]
-    assert uploads == [("transcript", False), ("dubbed", False)]
-    assert fake.call("complete", "j1")[2:] == ("dubbed", "en")
+    assert uploads == [("transcript", False, None), ("dubbed", True, "en")]
+    assert "complete" not in fake.names("j1")
+
+
+def test_main_output_published_early_is_completed_by_name(fake, make_worker):
+    class SubtitlesFirst:
+        def run(self, ctx, input_path):
+            subs = ctx.work_dir / "subs.srt"
+            subs.write_text("1\n00:00:00,000 --> 00:00:01,000\nhola\n")
+            ctx.publish(OutputFile("subs.srt", subs))
+            return JobResult((OutputFile("subs.srt", subs),), main="subs.srt",
+                             detected_language="en")
+
+    fake.add("j1", kind="subs")
+    make_worker(subs=SubtitlesFirst()).work(burst=True, install_signals=False)
+    assert [c[2:] for c in fake.calls if c[0] == "upload_result"] == [("subs.srt", False, None)]
+    assert fake.call("complete", "j1")[2:] == ("subs.srt", "en")
 
 
 def test_upload_outage_is_retried_with_results_kept(fake, make_worker):
@@ -282,7 +296,8 @@ def test_upload_outage_is_retried_with_results_kept(fake, make_worker):
     fake.upload_errors.append(CoordinatorUnavailable("connection refused"))
     make_worker().work(burst=True, install_signals=False)
     assert fake.uploads[("j1", "result")] == b"keep me"
-    assert [c[0] for c in fake.calls if c[0] != "claim"][-1] == "complete"
+    last = [c for c in fake.calls if c[0] != "claim"][-1]
+    assert last[0] == "upload_result" and last[3] is True
 
 
 def test_max_jobs_once_and_burst_exit(fake, make_worker):

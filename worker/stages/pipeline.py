@@ -45,7 +45,7 @@ class MediaOptions:
     voice: str | None = None
     keep_original: bool = True
     max_speed: float = 1.35
-    overlap: bool = True
+    overlap: bool | None = None  # None: decide per machine (see overlap_pays)
     allow_downloads: bool = False
 
     @classmethod
@@ -61,7 +61,7 @@ class MediaOptions:
                 voice=_opt_str(raw.get("voice")),
                 keep_original=_bool(raw.get("keep_original", True)),
                 max_speed=_speed(raw.get("max_speed", 1.35)),
-                overlap=_bool(raw.get("overlap", True)),
+                overlap=None if raw.get("overlap") in (None, "auto") else _bool(raw["overlap"]),
                 allow_downloads=_bool(os.environ.get("DUBFLEET_ALLOW_DOWNLOADS", "0")))
         except (TypeError, ValueError) as exc:
             raise PermanentJobError(f"bad job options: {exc}") from exc
@@ -86,6 +86,18 @@ def _speed(value) -> float:
     if not 1.0 <= speed <= 2.0:
         raise ValueError(f"max_speed must be between 1.0 and 2.0, got {speed}")
     return speed
+
+
+def overlap_pays() -> bool:
+    """Whether recognising and voicing at once is faster here.
+
+    Measured on a 2-core CPU (bench/bench_pipeline.py): whisper and Kokoro each use every core,
+    so running them together was slower than in turn. Overlap pays when recognition runs on a
+    GPU or there are cores to spare.
+    """
+    from worker.stages.transcribe import choose_device
+
+    return choose_device()[0] == "cuda" or (os.cpu_count() or 1) >= 4
 
 
 class Progress:
@@ -115,6 +127,7 @@ class JobState:
     out: Path
     outputs: list[OutputFile] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    overlapped: bool = False
 
     @property
     def duration(self) -> float:
@@ -270,7 +283,7 @@ class MediaPipeline:
                 "translation_engine": translation.engine,
                 "tts_engines": [engine.name for engine in chain],
                 "source_duration": round(state.duration, 3), "max_speed": opts.max_speed,
-                "keep_original": opts.keep_original, "overlap": opts.overlap,
+                "keep_original": opts.keep_original, "overlap": state.overlapped,
                 "timings": state.timings}
 
 
@@ -290,7 +303,9 @@ class _Dubber:
     def recognise_and_voice(self):
         """Run ASR, translating and voicing finished sentences on the way; return all three."""
         t0 = time.monotonic()
-        overlap = self.opts.overlap and self._text_translator_ready()
+        wanted = overlap_pays() if self.opts.overlap is None else self.opts.overlap
+        overlap = wanted and self._text_translator_ready()
+        self.state.overlapped = overlap
         stream = SentenceStream(self._unit, overlap=overlap)
         try:
             transcript = self.pipeline._transcribe(self.ctx, self.state, self.opts, self.progress,
