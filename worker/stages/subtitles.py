@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from worker.stages.text import greedy_pack
+
 MAX_LINE = 42
 MAX_LINES = 2
 
@@ -56,13 +58,7 @@ def parse_timestamp(text: str) -> float:
 def wrap_text(text: str, max_line: int = MAX_LINE) -> list[str]:
     """Greedy word wrap; words longer than a line (or unspaced scripts) are cut."""
     words = [w[i:i + max_line] for w in text.split() for i in range(0, len(w), max_line)]
-    lines: list[str] = []
-    for word in words:
-        if lines and len(lines[-1]) + 1 + len(word) <= max_line:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    return lines
+    return greedy_pack(words, max_line)
 
 
 def build_cues(segments: Iterable[Timed], max_line: int = MAX_LINE,

@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from worker.stages.text import greedy_pack
+
 
 class TTSError(RuntimeError):
     """Synthesis of one piece of text failed."""
@@ -98,10 +100,4 @@ def _pieces(text: str, max_chars: int, level: int) -> list[str]:
 
 def _pack(pieces: list[str], max_chars: int) -> list[str]:
     """Greedily join neighbouring pieces while they fit."""
-    chunks: list[str] = []
-    for piece in pieces:
-        if chunks and len(chunks[-1]) + 1 + len(piece) <= max_chars:
-            chunks[-1] = f"{chunks[-1]} {piece}"
-        else:
-            chunks.append(piece)
-    return chunks
+    return greedy_pack(pieces, max_chars)
