@@ -9,6 +9,7 @@ import functools
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 import av
@@ -209,3 +210,19 @@ def test_silence_completes_with_empty_transcript(fleet, media_dir, tmp_path):
 def _worker_takes_next(api: Api, media_dir: Path) -> None:
     job_id = _submit_file(api, media_dir / "tone.wav", kind="transcribe", source_language="en")
     assert api.wait_status(job_id, {"completed", "failed"}, timeout=300)["status"] == "completed"
+
+
+def test_cancel_running_dub_stops_promptly(fleet, sample, media_dir):
+    coord, api, _ = fleet
+    video, _ = sample
+    job_id = _submit_file(api, video, kind="dub", target_language="es")
+    deadline = time.monotonic() + 120
+    while api.get(f"/jobs/{job_id}").json()["stage"] not in ("transcribing", "synthesizing"):
+        assert time.monotonic() < deadline, "the dub never started"
+        time.sleep(0.1)
+    asked = time.monotonic()
+    assert api.request("DELETE", f"/jobs/{job_id}").json()["cancel_requested"] is True
+    view = api.wait_status(job_id, {"cancelled", "completed", "failed"}, timeout=60)
+    assert view["status"] == "cancelled", view
+    assert time.monotonic() - asked < 30, "cancellation took longer than a heartbeat or two"
+    _worker_takes_next(api, media_dir)
