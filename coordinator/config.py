@@ -26,6 +26,22 @@ DEFAULTS: dict[str, Any] = {
     "CALLBACKS_ENABLED": True,
     "CALLBACK_TIMEOUT": 5.0,
     "WORKER_ONLINE_SECONDS": 60.0,
+    # --- hardening (see README "Security") ---
+    # callback_url may point at loopback/private/link-local addresses only when this is on.
+    "ALLOW_PRIVATE_CALLBACKS": False,
+    # Cap on a source_url download, sent to workers in the claim (None: MAX_UPLOAD_MB).
+    "MAX_SOURCE_MB": None,
+    # Largest page of GET /jobs (bigger `limit` values are clamped to it).
+    "MAX_LIST_LIMIT": 200,
+    # Upload temp files and stored files no row points to are removed once this old.
+    "ORPHAN_GRACE_SECONDS": 3600.0,
+    "ORPHAN_SWEEP_INTERVAL": 600.0,
+    # waitress: open connections at once, idle timeout, time allowed to send a request's headers.
+    "CONNECTION_LIMIT": 1000,
+    "CHANNEL_TIMEOUT": 120.0,
+    "HEADER_TIMEOUT": 10.0,
+    # On SIGTERM: finish in-flight requests for up to this long (new ones get 503), then exit.
+    "SHUTDOWN_GRACE_SECONDS": 30.0,
 }
 
 
@@ -56,6 +72,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "CALLBACKS_ENABLED": _to_bool,
     "CALLBACK_TIMEOUT": float,
     "WORKER_ONLINE_SECONDS": float,
+    "ALLOW_PRIVATE_CALLBACKS": _to_bool,
+    "MAX_SOURCE_MB": int,
+    "MAX_LIST_LIMIT": int,
+    "ORPHAN_GRACE_SECONDS": float,
+    "ORPHAN_SWEEP_INTERVAL": float,
+    "CONNECTION_LIMIT": int,
+    "CHANNEL_TIMEOUT": float,
+    "HEADER_TIMEOUT": float,
+    "SHUTDOWN_GRACE_SECONDS": float,
 }
 
 # Environment variable name -> config key, where they differ.
@@ -111,6 +136,14 @@ def _check(config: dict[str, Any]) -> None:
         "REAPER_INTERVAL": config["REAPER_INTERVAL"] > 0,
         "THREADS": config["THREADS"] >= 1,
         "MAX_CLAIM_WAITERS": config["MAX_CLAIM_WAITERS"] >= 0,
+        "MAX_SOURCE_MB": config["MAX_SOURCE_MB"] > 0,
+        "MAX_LIST_LIMIT": config["MAX_LIST_LIMIT"] >= 1,
+        "ORPHAN_GRACE_SECONDS": config["ORPHAN_GRACE_SECONDS"] >= 0,
+        "ORPHAN_SWEEP_INTERVAL": config["ORPHAN_SWEEP_INTERVAL"] > 0,
+        "CONNECTION_LIMIT": config["CONNECTION_LIMIT"] >= 1,
+        "CHANNEL_TIMEOUT": config["CHANNEL_TIMEOUT"] > 0,
+        "HEADER_TIMEOUT": config["HEADER_TIMEOUT"] > 0,
+        "SHUTDOWN_GRACE_SECONDS": config["SHUTDOWN_GRACE_SECONDS"] >= 0,
     }
     bad = [name for name, ok in rules.items() if not ok]
     if bad:
@@ -130,6 +163,9 @@ def finalize(config: dict[str, Any]) -> dict[str, Any]:
     if config["MAX_CLAIM_WAITERS"] is None:
         config["MAX_CLAIM_WAITERS"] = max(1, int(config["THREADS"]) - 4)
     config["MAX_UPLOAD_BYTES"] = int(config["MAX_UPLOAD_MB"]) * MIB
+    if config["MAX_SOURCE_MB"] is None:
+        config["MAX_SOURCE_MB"] = int(config["MAX_UPLOAD_MB"])
+    config["MAX_SOURCE_BYTES"] = int(config["MAX_SOURCE_MB"]) * MIB
     # Room for multipart framing; the exact file limit is enforced while streaming.
     config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_BYTES"] + MIB
     _check(config)

@@ -5,11 +5,12 @@ import logging
 import re
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import error_payload
+from shared.protocol import WORKER_SESSION_HEADER
 
 from .extensions import db
 
@@ -74,6 +75,12 @@ class LeaseLost(Conflict):
     error = "lease_lost"
 
 
+class JobWasCancelled(Conflict):
+    """The client cancelled the job: it ended `cancelled` and this result was discarded."""
+
+    error = "cancelled"
+
+
 class PayloadTooLarge(CoordinatorError):
     """The upload is over the size limit."""
 
@@ -110,10 +117,22 @@ def _http_code(exc: HTTPException) -> str:
     return re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
 
 
+def _log_refusal(exc: CoordinatorError) -> None:
+    """Log a refused call with its route (which names the job), the caller and the reason."""
+    if not has_request_context():
+        return
+    who = request.headers.get(WORKER_SESSION_HEADER) or "-"
+    level = logging.WARNING if exc.status_code == 409 else logging.INFO
+    logger.log(level, "refused %s %s (worker session %s): %s %s: %s", request.method, request.path,
+               who[:64], exc.status_code, exc.error, exc.message)
+
+
 def handle_coordinator_error(exc: CoordinatorError) -> Response:
-    """Render a coordinator error."""
+    """Render a coordinator error (and log it: an operator can follow a job from the log)."""
     if exc.status_code >= 500:
         db.session.rollback()
+    else:
+        _log_refusal(exc)
     return _json(exc.payload(), exc.status_code, exc.headers)
 
 

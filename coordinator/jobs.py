@@ -10,7 +10,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from shared.protocol import ArtifactInfo, Heartbeat, HeartbeatReply, JobStatus, 
 
 from . import statements
 from .database import is_postgres, read_only
-from .errors import Conflict, LeaseLost, NotFound
+from .errors import Conflict, JobWasCancelled, LeaseLost, NotFound
 from .models import Artifact, Job
 from .notify import NullEvents, QueueEvents
 from .policy import QueuePolicy
@@ -154,16 +154,33 @@ def peek_next(session: Session, worker: WorkerInfo, now: float | None = None) ->
 
 # --- lease-fenced calls -----------------------------------------------------------------
 
-def _locked_lease(session: Session, job_id: str, token: str | None) -> Job:
-    """Lock and return the running job held under `token`, or raise LeaseLost."""
+def _refusal(session: Session, job_id: str, token: str | None, reason: str | None = None) -> LeaseLost:
+    """A LeaseLost saying what became of the job, so the worker can log what really happened."""
+    row = session.execute(select(Job.status, Job.lease_token).where(Job.id == job_id)).first()
+    session.rollback()
+    if row is None:
+        return LeaseLost(reason or "the job no longer exists", job_status=None, this_lease=False)
+    this_lease = bool(token) and row.lease_token == token
+    if reason is None:
+        reason = (f"this lease already ended: the job is {row.status}" if this_lease
+                  else f"the lease token is stale or wrong (the job is {row.status})")
+    return LeaseLost(reason, job_status=row.status, this_lease=this_lease)
+
+
+def _locked_lease(session: Session, job_id: str, token: str | None,
+                  allow_completed: bool = False) -> Job:
+    """Lock and return the running job held under `token`, or raise LeaseLost.
+
+    With `allow_completed`, a job this very lease completed is returned too (repeated calls).
+    """
     job = None
     if token:
+        statuses = (RUNNING, COMPLETED) if allow_completed else (RUNNING,)
         job = session.scalar(select(Job).where(Job.id == job_id, Job.lease_token == token,
-                                               Job.status == RUNNING)
+                                               Job.status.in_(statuses))
                              .with_for_update().execution_options(populate_existing=True))
     if job is None:
-        session.rollback()
-        raise LeaseLost()
+        raise _refusal(session, job_id, token)
     return job
 
 
@@ -176,22 +193,32 @@ def _commit(session: Session) -> None:
         raise
 
 
-def lease_run(session: Session, job_id: str, token: str | None) -> Job:
+def lease_run(session: Session, job_id: str, token: str | None, allow_completed: bool = False) -> Job:
     """Check a lease without changing anything; returns the job (its run_number scopes uploads)."""
     with read_only():
         try:
-            job = _locked_lease(session, job_id, token)
+            job = _locked_lease(session, job_id, token, allow_completed)
             session.expunge(job)
         finally:
             session.rollback()
     return job
 
 
+def confirm(session: Session, job_id: str, token: str | None, now: float | None = None) -> None:
+    """Record that the claiming worker has started (its first call after the claim)."""
+    stmt = (sa.update(Job).where(Job.id == job_id, Job.lease_token == (token or ""),
+                                 Job.status == RUNNING, Job.confirmed_at.is_(None))
+            .values(confirmed_at=_now(now)))
+    session.execute(stmt)
+    _commit(session)
+
+
 def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
               policy: QueuePolicy, now: float | None = None) -> HeartbeatReply:
     """Renew the lease and record progress, fenced in one UPDATE; the reply carries cancellation."""
     now = _now(now)
-    values: dict[str, Any] = {"lease_expires_at": now + policy.lease_seconds, "updated_at": now}
+    values: dict[str, Any] = {"lease_expires_at": now + policy.lease_seconds, "updated_at": now,
+                              "confirmed_at": sa.func.coalesce(Job.confirmed_at, now)}
     values.update({k: v for k, v in beat.to_dict().items() if v is not None})
     stmt = (sa.update(Job).where(Job.id == job_id, Job.lease_token == (token or ""),
                                  Job.status == RUNNING)
@@ -199,7 +226,7 @@ def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
     try:
         cancel = session.execute(stmt).scalar()
         if cancel is None:
-            raise LeaseLost()
+            raise _refusal(session, job_id, token)
         session.commit()
     except BaseException:
         session.rollback()
@@ -209,49 +236,110 @@ def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
 
 
 def _end_lease(job: Job, status: str, now: float) -> None:
-    """Clear the lease and move the job to `status`."""
+    """End the lease and move the job to `status`.
+
+    A terminal job keeps the token of the lease that ended it, so a repeated call from that
+    worker (a retry after a lost reply) is recognised; the status fences it from any change.
+    """
     job.status = status
-    job.lease_token = None
     job.lease_expires_at = None
     job.updated_at = now
     job.eta_seconds = None
     if status in TERMINAL:
         job.finished_at = now
     else:
+        job.lease_token = None
         job.worker_id = None
         job.stage = None
         job.available_at = now
 
 
-def add_artifact(session: Session, job_id: str, token: str | None, info: ArtifactInfo, relpath: str,
-                 *, final: bool = False, detected_language: str | None = None,
-                 events: QueueEvents | None = None, now: float | None = None) -> str:
-    """Record an uploaded artifact of the current run (replacing a same-named one); `final` completes."""
+def _cancel_instead(session: Session, job: Job, what: str, events: QueueEvents | None,
+                    now: float) -> JobWasCancelled:
+    """End a job whose cancel was requested `cancelled` instead of taking its result."""
+    _end_lease(job, CANCELLED, now)
+    job.message = "cancelled"
+    job_id, callback_url = job.id, job.callback_url
+    _commit(session)
+    logger.info("job %s: cancelled (cancel was requested; %s refused)", job_id, what)
+    _events(events).job_finished(job_id, callback_url)
+    return JobWasCancelled(f"the job was cancelled; the {what} was discarded",
+                           job_status=CANCELLED, this_lease=True)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What an upload did: the job's status, the artifact as stored, and what it replaced."""
+
+    status: str
+    artifact: ArtifactInfo
+    replaced: str | None = None  # a file the new row no longer points to (delete after commit)
+    repeated: bool = False  # the same bytes were already stored: nothing changed
+
+
+def _artifact_row(session: Session, job_id: str, run: int, name: str) -> Artifact | None:
+    """The artifact row (job, run, name), if any."""
+    return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.attempt == run,
+                                                 Artifact.name == name))
+
+
+def artifact_info(row: Artifact) -> ArtifactInfo:
+    """The wire form of an artifact row."""
+    return ArtifactInfo(name=row.name, size=row.size, sha256=row.sha256, content_type=row.content_type,
+                        attempt=row.attempt)
+
+
+def _repeat_upload(session: Session, job: Job, info: ArtifactInfo) -> Upload:
+    """An upload by the lease that already completed the job: same bytes → the same result."""
+    row = _artifact_row(session, job.id, job.run_number, info.name)
+    stored = None if row is None else artifact_info(row)
+    session.rollback()
+    if stored is not None and stored.sha256 == info.sha256:
+        logger.info("job %s: repeated upload of %s after completion: same bytes, same result",
+                    job.id, info.name)
+        return Upload(COMPLETED, stored, repeated=True)
+    raise LeaseLost("the job already completed; this upload differs from its stored result",
+                    job_status=COMPLETED, this_lease=True)
+
+
+def add_artifact(session: Session, job_id: str, token: str | None, info: ArtifactInfo,
+                 publish: Callable[[], str], *, final: bool = False,
+                 detected_language: str | None = None, events: QueueEvents | None = None,
+                 now: float | None = None) -> Upload:
+    """Record an uploaded artifact of the current run (replacing a same-named one); `final` completes.
+
+    `publish` renames the received file into place and returns its path; it is called only by
+    the request that wins this fenced transaction, and not at all when the stored artifact
+    already has these bytes. A job whose cancel was requested ends `cancelled` instead.
+    """
     now = _now(now)
-    job = _locked_lease(session, job_id, token)
+    job = _locked_lease(session, job_id, token, allow_completed=True)
+    if job.status == COMPLETED:
+        return _repeat_upload(session, job, info)
     if info.attempt != job.run_number:
         session.rollback()
         raise LeaseLost("the upload belongs to an earlier run of this job")
-    _upsert_artifact(session, job_id, info, relpath, now)
-    job.updated_at = now
-    if final:
-        _complete(job, info.name, detected_language, now)
-    callback_url, status = job.callback_url, job.status
-    _commit(session)
-    if final:
-        _events(events).job_finished(job_id, callback_url)
-    return status
-
-
-def _upsert_artifact(session: Session, job_id: str, info: ArtifactInfo, relpath: str, now: float) -> None:
-    """Insert or replace the artifact row (job, run, name)."""
-    row = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.attempt == info.attempt,
-                                                Artifact.name == info.name))
+    if job.cancel_requested:
+        raise _cancel_instead(session, job, f"upload of {info.name}", events, now)
+    row = _artifact_row(session, job_id, info.attempt, info.name)
+    replaced, repeated = None, row is not None and row.sha256 == info.sha256
     if row is None:
         row = Artifact(job_id=job_id, attempt=info.attempt, name=info.name)
         session.add(row)
-    row.size, row.sha256, row.content_type = info.size, info.sha256, info.content_type
-    row.path, row.created_at = relpath, now
+    if not repeated:
+        replaced = row.path
+        row.path = publish()
+    row.size, row.sha256, row.content_type, row.created_at = info.size, info.sha256, info.content_type, now
+    job.updated_at = now
+    job.confirmed_at = job.confirmed_at or now
+    if final:
+        _complete(job, info.name, detected_language, now)
+    callback_url, status, stored, worker = job.callback_url, job.status, artifact_info(row), job.worker_id
+    _commit(session)
+    if final:
+        logger.info("job %s: completed by %s with %s", job_id, worker, info.name)
+        _events(events).job_finished(job_id, callback_url)
+    return Upload(status, stored, replaced, repeated)
 
 
 def _complete(job: Job, main_artifact: str, detected_language: str | None, now: float) -> None:
@@ -268,17 +356,31 @@ def _complete(job: Job, main_artifact: str, detected_language: str | None, now: 
 def complete(session: Session, job_id: str, token: str | None, main_artifact: str,
              detected_language: str | None = None, *, events: QueueEvents | None = None,
              now: float | None = None) -> Job:
-    """Complete with an artifact already uploaded in this run (404 if it is absent)."""
+    """Complete with an artifact already uploaded in this run (404 if it is absent).
+
+    Repeating the call that completed the job answers the same; a job whose cancel was
+    requested ends `cancelled` instead (409 `cancelled`).
+    """
     now = _now(now)
-    job = _locked_lease(session, job_id, token)
+    job = _locked_lease(session, job_id, token, allow_completed=True)
+    if job.status == COMPLETED:
+        same = job.main_artifact == main_artifact
+        session.rollback()
+        if same:
+            return job
+        raise LeaseLost("the job already completed with another main artifact",
+                        job_status=COMPLETED, this_lease=True)
+    if job.cancel_requested:
+        raise _cancel_instead(session, job, "completion", events, now)
     found = session.scalar(select(Artifact.id).where(Artifact.job_id == job_id, Artifact.name == main_artifact,
                                                      Artifact.attempt == job.run_number))
     if found is None:
         session.rollback()
         raise NotFound(f"no artifact named {main_artifact!r} was uploaded in this attempt")
     _complete(job, main_artifact, detected_language, now)
-    callback_url = job.callback_url
+    callback_url, worker = job.callback_url, job.worker_id
     _commit(session)
+    logger.info("job %s: completed by %s with %s", job_id, worker, main_artifact)
     _events(events).job_finished(job_id, callback_url)
     return job
 
@@ -300,8 +402,10 @@ def fail(session: Session, job_id: str, token: str | None, reason: str, retryabl
     else:
         _end_lease(job, FAILED, now)
         job.error = reason
-    status, callback_url = job.status, job.callback_url
+    status, callback_url, worker = job.status, job.callback_url, job.worker_id
     _commit(session)
+    logger.info("job %s: attempt failed on %s (%s) -> %s: %s", job_id, worker,
+                "retryable" if retryable else "permanent", status, reason[:300])
     _announce(events, job_id, status, callback_url)
     return job
 
@@ -319,6 +423,7 @@ def release(session: Session, job_id: str, token: str | None, *, events: QueueEv
         job.message = "released by the worker"
     status, callback_url = job.status, job.callback_url
     _commit(session)
+    logger.info("job %s: released by its worker -> %s", job_id, status)
     _announce(events, job_id, status, callback_url)
     return job
 
@@ -360,6 +465,7 @@ def cancel(session: Session, job_id: str, *, events: QueueEvents | None = None,
         job.updated_at = now
     status, callback_url = job.status, job.callback_url
     _commit(session)
+    logger.info("job %s: %s", job_id, "cancelled" if status == CANCELLED else "cancel requested")
     _announce(events, job_id, status, callback_url)
     return job
 
@@ -379,6 +485,7 @@ def retry(session: Session, job_id: str, *, events: QueueEvents | None = None,
     job.cancel_requested = False
     job.progress = 0.0
     _commit(session)
+    logger.info("job %s: retried by the client -> queued", job_id)
     _events(events).job_available()
     return job
 
@@ -386,19 +493,28 @@ def retry(session: Session, job_id: str, *, events: QueueEvents | None = None,
 # --- reaper -----------------------------------------------------------------------------
 
 def _reap_step(session: Session, extra: Sequence[Any], values: dict[str, Any], now: float) -> list[Any]:
-    """One bulk UPDATE over expired leases; returns (id, callback_url) rows."""
+    """One bulk UPDATE over expired leases; returns (id, callback_url, worker_session) rows."""
     stmt = (sa.update(Job).where(Job.status == RUNNING, Job.lease_expires_at < now, *extra)
             .values(lease_token=None, lease_expires_at=None, updated_at=now, eta_seconds=None, **values)
-            .returning(Job.id, Job.callback_url))
+            .returning(Job.id, Job.callback_url, Job.worker_session))
     return list(session.execute(stmt).all())
 
 
 def reap(session: Session, *, events: QueueEvents | None = None, now: float | None = None) -> dict[str, int]:
-    """Return expired leases to the queue (or fail them when attempts are used up, or cancel)."""
+    """Return expired leases to the queue (or fail them when attempts are used up, or cancel).
+
+    A lease that expires before the worker made a single call (its claim reply was lost) never
+    started: the job goes back without using an attempt.
+    """
     now = _now(now)
     try:
         cancelled = _reap_step(session, [Job.cancel_requested.is_(True)],
                                {"status": CANCELLED, "finished_at": now, "message": "cancelled"}, now)
+        unstarted = _reap_step(session, [Job.confirmed_at.is_(None)], {
+            "status": QUEUED, "available_at": now, "worker_id": None, "stage": None,
+            "attempts": sa.case((Job.attempts > 0, Job.attempts - 1), else_=0),
+            "message": "the worker never started its claim (no call after it); requeued without "
+                       "using an attempt"}, now)
         failed = _reap_step(session, [Job.attempts >= Job.max_attempts],
                             {"status": FAILED, "finished_at": now, "error": "lease expired"}, now)
         requeued = _reap_step(session, [], {"status": QUEUED, "available_at": now, "worker_id": None,
@@ -407,10 +523,17 @@ def reap(session: Session, *, events: QueueEvents | None = None, now: float | No
     except BaseException:
         session.rollback()
         raise
-    for job_id, callback_url in cancelled + failed:
+    _log_reaped(cancelled=cancelled, unstarted=unstarted, failed=failed, requeued=requeued)
+    for job_id, callback_url, _worker in cancelled + failed:
         _events(events).job_finished(job_id, callback_url)
-    if requeued:
+    if requeued or unstarted:
         _events(events).job_available()
-    if cancelled or failed or requeued:
-        logger.info("reaper: %d requeued, %d failed, %d cancelled", len(requeued), len(failed), len(cancelled))
-    return {"requeued": len(requeued), "failed": len(failed), "cancelled": len(cancelled)}
+    return {"requeued": len(requeued), "failed": len(failed), "cancelled": len(cancelled),
+            "unstarted": len(unstarted)}
+
+
+def _log_reaped(**groups: list[Any]) -> None:
+    """One log line per job the reaper moved, naming the worker whose lease expired."""
+    for what, rows in groups.items():
+        for job_id, _callback, worker in rows:
+            logger.info("reaper: job %s %s (lease of worker session %s expired)", job_id, what, worker)

@@ -49,6 +49,9 @@ class Job(db.Model):
     lease_expires_at: Mapped[Optional[float]] = mapped_column(sa.Float)
     worker_id: Mapped[Optional[str]] = mapped_column(sa.String(128))
     worker_session: Mapped[Optional[str]] = mapped_column(sa.String(128))
+    # Set by the claiming worker's first call (heartbeat, input download or upload); a lease that
+    # expires unconfirmed never started, so it does not count against max_attempts.
+    confirmed_at: Mapped[Optional[float]] = mapped_column(sa.Float)
     cancel_requested: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     stage: Mapped[Optional[str]] = mapped_column(sa.String(32))
     progress: Mapped[float] = mapped_column(sa.Float, default=0.0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import func, select
@@ -20,23 +20,44 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
+def _claim_order() -> list[Any]:
+    """The claim order (ignoring capabilities): priority, then age, then id."""
+    return [Job.priority.desc(), Job.created_at, Job.id]
+
+
+def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
+    """1-based places in claim order of the queued jobs among `jobs`, in one windowed query."""
+    ids = [job.id for job in jobs if job.status == QUEUED]
+    if not ids:
+        return {}
+    ranked = (select(Job.id.label("id"), func.row_number().over(order_by=_claim_order()).label("pos"))
+              .where(Job.status == QUEUED).subquery())
+    rows = session.execute(select(ranked.c.id, ranked.c.pos).where(ranked.c.id.in_(ids)))
+    return {job_id: int(pos) for job_id, pos in rows}
+
+
 def queue_position(session: Session, job: Job) -> int | None:
     """1-based place of a queued job in claim order (ignoring capabilities); None otherwise."""
-    if job.status != QUEUED:
-        return None
-    ahead = sa.or_(Job.priority > job.priority,
-                   sa.and_(Job.priority == job.priority, Job.created_at < job.created_at),
-                   sa.and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id))
-    count = session.scalar(select(func.count()).select_from(Job).where(Job.status == QUEUED, ahead))
-    return int(count or 0) + 1
+    return queue_positions(session, [job]).get(job.id)
+
+
+def visible_artifacts_of(session: Session, jobs: Sequence[Job]) -> dict[str, list[Artifact]]:
+    """The artifacts clients see for each of `jobs` (those of its current or completed run)."""
+    runs = {job.id: job.run_number for job in jobs if job.status != QUEUED and job.run_number}
+    if not runs:
+        return {}
+    found: dict[str, list[Artifact]] = {}
+    rows = session.scalars(select(Artifact).where(Artifact.job_id.in_(list(runs)))
+                           .order_by(Artifact.created_at, Artifact.id))
+    for artifact in rows:
+        if artifact.attempt == runs[artifact.job_id]:
+            found.setdefault(artifact.job_id, []).append(artifact)
+    return found
 
 
 def visible_artifacts(session: Session, job: Job) -> list[Artifact]:
     """The artifacts a client sees: those of the current (or completed) run."""
-    if job.status == QUEUED or job.run_number == 0:
-        return []
-    return list(session.scalars(select(Artifact).where(Artifact.job_id == job.id, Artifact.attempt == job.run_number)
-                                .order_by(Artifact.created_at, Artifact.id)))
+    return visible_artifacts_of(session, [job]).get(job.id, [])
 
 
 def list_jobs(session: Session, owner_key_id: int | None, status: str | None, limit: int,

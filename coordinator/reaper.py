@@ -1,4 +1,4 @@
-"""The background thread that rescues jobs whose leases expired."""
+"""The background thread that rescues jobs whose leases expired and sweeps orphaned files."""
 from __future__ import annotations
 
 import logging
@@ -6,21 +6,41 @@ import threading
 
 from flask import Flask
 
+import time
+
 from . import jobs
 from .extensions import db
 from .state import get_state
+from .sweeper import SweepReport, Sweeper
 
 logger = logging.getLogger(__name__)
 
 
 class Reaper(threading.Thread):
-    """Runs `jobs.reap` every `interval` seconds until stopped."""
+    """Runs `jobs.reap` every `interval` seconds, and the orphan sweep every `sweep_interval`."""
 
-    def __init__(self, app: Flask, interval: float):
+    def __init__(self, app: Flask, interval: float, sweep_interval: float | None = None):
         super().__init__(name="reaper", daemon=True)
         self.app = app
         self.interval = interval
+        self.sweep_interval = float(sweep_interval or app.config["ORPHAN_SWEEP_INTERVAL"])
+        self.sweeper = Sweeper(get_state(app).storage, float(app.config["ORPHAN_GRACE_SECONDS"]))
+        self._next_sweep = time.monotonic() + self.sweep_interval
         self._stop_event = threading.Event()
+
+    def sweep_once(self) -> SweepReport:
+        """One pass of the orphan sweep."""
+        with self.app.app_context():
+            try:
+                return self.sweeper.sweep(db.session)
+            finally:
+                db.session.remove()
+
+    def _maybe_sweep(self) -> None:
+        """Sweep when the interval has passed."""
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.sweep_interval
+            self.sweep_once()
 
     def run_once(self) -> dict[str, int]:
         """One pass over expired leases."""
@@ -36,6 +56,7 @@ class Reaper(threading.Thread):
         while not self._stop_event.wait(self.interval):
             try:
                 self.run_once()
+                self._maybe_sweep()
             except Exception:  # keep rescuing jobs even after a transient database error
                 logger.exception("reaper pass failed")
 
@@ -45,7 +66,11 @@ class Reaper(threading.Thread):
 
 
 def start_reaper(app: Flask) -> Reaper:
-    """Start the reaper thread for `app`."""
+    """Sweep orphaned files once (start-up: before serving), then start the reaper thread."""
     reaper = Reaper(app, float(app.config["REAPER_INTERVAL"]))
+    try:
+        reaper.sweep_once()
+    except Exception:  # a failing sweep must not stop the coordinator from serving
+        logger.exception("start-up sweep failed")
     reaper.start()
     return reaper

@@ -1,8 +1,9 @@
 """Rows to wire dicts: the job view, claimed jobs and artifact infos."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from flask import current_app
 from sqlalchemy.orm import Session
@@ -11,8 +12,8 @@ from shared.protocol import ClaimedJob, Routes
 
 from .models import Artifact, Job
 from .policy import QueuePolicy
-from .queries import queue_position, visible_artifacts
-from .workers import waiting_for
+from .queries import queue_positions, visible_artifacts_of
+from .workers import online_capabilities, waiting_for
 
 _TIMES = ("created_at", "started_at", "finished_at", "updated_at")
 
@@ -41,12 +42,33 @@ def artifact_view(artifact: Artifact) -> dict[str, Any]:
             "url": Routes.fill(Routes.JOB_ARTIFACT, job_id=artifact.job_id, name=artifact.name)}
 
 
-def job_view(session: Session, job: Job) -> dict[str, Any]:
-    """The full client view of a job (GET /jobs/<id>)."""
+@dataclass(frozen=True)
+class ViewContext:
+    """What job views need beyond the rows, fetched once per request in O(1) queries."""
+
+    positions: Mapping[str, int]
+    artifacts: Mapping[str, list[Artifact]]
+    workers: list[dict]
+    online_window: float
+
+
+def view_context(session: Session, page: Sequence[Job]) -> ViewContext:
+    """Queue positions, visible artifacts and online workers for a page of jobs (3 queries)."""
+    window = float(current_app.config.get("WORKER_ONLINE_SECONDS", 60))
+    queued = any(job.status == "queued" for job in page)
+    return ViewContext(positions=queue_positions(session, page),
+                       artifacts=visible_artifacts_of(session, page),
+                       workers=online_capabilities(session, window) if queued else [],
+                       online_window=window)
+
+
+def job_view(session: Session, job: Job, context: ViewContext | None = None) -> dict[str, Any]:
+    """The full client view of a job (GET /jobs/<id>); `context` is shared across a page."""
+    context = context or view_context(session, [job])
     view: dict[str, Any] = {
         "job_id": job.id, "kind": job.kind, "status": job.status, "stage": job.stage,
         "progress": job.progress, "message": job.message, "eta_seconds": job.eta_seconds,
-        "queue_position": queue_position(session, job), "attempts": job.attempts,
+        "queue_position": context.positions.get(job.id), "attempts": job.attempts,
         "max_attempts": job.max_attempts, "worker_id": job.worker_id,
         "source_language": job.source_language, "target_language": job.target_language,
         "detected_language": job.detected_language, "priority": job.priority,
@@ -57,19 +79,22 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
     for name in _TIMES:
         view[name] = getattr(job, name)
         view[f"{name}_iso"] = iso(getattr(job, name))
-    view["artifacts"] = [artifact_view(a) for a in visible_artifacts(session, job)]
+    view["artifacts"] = [artifact_view(a) for a in context.artifacts.get(job.id, [])]
     view["links"] = job_links(job.id)
-    view["waiting_for"] = None
-    if job.status == "queued":
-        window = float(current_app.config.get("WORKER_ONLINE_SECONDS", 60))
-        view["waiting_for"] = waiting_for(session, job, window)
+    view["waiting_for"] = waiting_for(job, context.workers) if job.status == "queued" else None
     return view
+
+
+def job_views(session: Session, page: Sequence[Job]) -> list[dict[str, Any]]:
+    """Views of a page of jobs with one shared context (O(1) queries for the whole page)."""
+    context = view_context(session, page)
+    return [job_view(session, job, context) for job in page]
 
 
 def submit_reply(session: Session, job: Job) -> dict[str, Any]:
     """The body of a POST /jobs reply."""
     return {"job_id": job.id, "status": job.status,
-            "queue_position": queue_position(session, job), "links": job_links(job.id)}
+            "queue_position": queue_positions(session, [job]).get(job.id), "links": job_links(job.id)}
 
 
 def claimed_job(row: Mapping[str, Any], lease_token: str, lease_expires_at: float,
@@ -83,4 +108,5 @@ def claimed_job(row: Mapping[str, Any], lease_token: str, lease_expires_at: floa
         options=row["options"] or {}, input_name=row["input_name"] or "",
         input_size=row["input_size"], input_sha256=row["input_sha256"],
         source_url=row["source_url"], asr_model=row["asr_model"],
+        max_source_bytes=int(current_app.config["MAX_SOURCE_BYTES"]) if row["source_url"] else None,
     )

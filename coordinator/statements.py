@@ -19,7 +19,7 @@ _CLAIM_SET = {
     "attempts": _T.attempts + 1, "run_number": _T.run_number + 1,
     "worker_id": sa.bindparam("p_worker"), "worker_session": sa.bindparam("p_session"),
     "started_at": sa.bindparam("p_now"), "updated_at": sa.bindparam("p_now"), "stage": None,
-    "progress": 0.0, "message": None, "eta_seconds": None,
+    "progress": 0.0, "message": None, "eta_seconds": None, "confirmed_at": None,
 }
 
 

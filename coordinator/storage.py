@@ -19,6 +19,7 @@ from .errors import BadRequest, PayloadTooLarge
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
+TEMP_PREFIX = ".upload-"
 _JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -50,8 +51,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class Received:
+    """An upload streamed into a private temp file, checked and fsynced, not yet published."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
 class Storage:
-    """The data directory: `inputs/<job>/input` and `artifacts/<job>/a<run>/<name>`."""
+    """The data directory: `inputs/<job>/input` and `artifacts/<job>/a<run>/<name>~<unique>`.
+
+    Every upload first streams into its own temp file (`.upload-*`); it is published by an atomic
+    rename to a path no other upload can have, so a racing or repeated upload never touches a
+    published file. A published file belongs to the data set once a row points to it; files no
+    row points to are swept after a grace period (see `coordinator.sweeper`).
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -68,6 +84,10 @@ class Storage:
             raise ValueError(f"path outside the data directory: {relpath!r}")
         return path
 
+    def relative(self, path: Path) -> str:
+        """A stored file's path relative to the root (as rows record it)."""
+        return path.resolve().relative_to(self.root).as_posix()
+
     @staticmethod
     def input_relpath(job_id: str) -> str:
         """Where a job's uploaded input lives."""
@@ -76,41 +96,72 @@ class Storage:
         return f"inputs/{job_id}/input"
 
     @staticmethod
-    def artifact_relpath(job_id: str, run: int, name: str) -> str:
-        """Where an artifact of one run lives."""
-        if not is_job_id(job_id) or not is_valid_artifact_name(name) or run < 0:
+    def artifact_dir(job_id: str, run: int) -> str:
+        """The folder of one run's artifacts."""
+        if not is_job_id(job_id) or run < 0:
+            raise ValueError(f"bad artifact location {job_id!r}/{run}")
+        return f"artifacts/{job_id}/a{int(run)}"
+
+    @classmethod
+    def artifact_relpath(cls, job_id: str, run: int, name: str, unique: str | None = None) -> str:
+        """Where one upload of an artifact is published (`unique` tells uploads apart)."""
+        if not is_valid_artifact_name(name):
             raise ValueError(f"bad artifact location {job_id!r}/{run}/{name!r}")
-        return f"artifacts/{job_id}/a{int(run)}/{name}"
+        suffix = f"~{unique}" if unique else ""
+        return f"{cls.artifact_dir(job_id, run)}/{name}{suffix}"
 
     def save_input(self, job_id: str, stream: BinaryIO, limit: int) -> StoredFile:
-        """Stream a job's input to disk."""
-        return self._save(self.input_relpath(job_id), stream, limit, None, allow_empty=False)
+        """Stream a job's input to disk and publish it (the job id is fresh: no one races it)."""
+        folder = self.resolve(self.input_relpath(job_id)).parent
+        received = self.receive(folder, stream, limit, None, allow_empty=False)
+        return self._publish(received, self.input_relpath(job_id))
+
+    def receive_artifact(self, job_id: str, run: int, stream: BinaryIO, limit: int,
+                         expected_sha256: str | None = None) -> Received:
+        """Stream an upload into a temp file in the run's folder (empty is fine: subtitles of
+        silence); a SHA-256 mismatch or an oversize body keeps nothing."""
+        folder = self.resolve(self.artifact_dir(job_id, run) + "/x").parent
+        return self.receive(folder, stream, limit, expected_sha256, allow_empty=True)
+
+    def publish_artifact(self, received: Received, job_id: str, run: int, name: str) -> StoredFile:
+        """Rename a received upload to its own unique published path."""
+        relpath = self.artifact_relpath(job_id, run, name, uuid.uuid4().hex[:16])
+        return self._publish(received, relpath)
 
     def save_artifact(self, job_id: str, run: int, name: str, stream: BinaryIO, limit: int,
                       expected_sha256: str | None = None) -> StoredFile:
-        """Stream an artifact to disk (empty is fine: subtitles of silence); a SHA-256 mismatch stores nothing."""
-        return self._save(self.artifact_relpath(job_id, run, name), stream, limit, expected_sha256,
-                          allow_empty=True)
+        """Receive and publish in one step (tools and tests; the API publishes under a lock)."""
+        received = self.receive_artifact(job_id, run, stream, limit, expected_sha256)
+        return self.publish_artifact(received, job_id, run, name)
 
-    def _save(self, relpath: str, stream: BinaryIO, limit: int,
-              expected_sha256: str | None, allow_empty: bool) -> StoredFile:
-        """Write to a temp file beside the target, check it, fsync, then rename into place."""
-        target = self.resolve(relpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    def receive(self, folder: Path, stream: BinaryIO, limit: int, expected_sha256: str | None,
+                allow_empty: bool) -> Received:
+        """Write to a fresh temp file in `folder`, check it and fsync it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as out:
                 size, digest = _copy(stream, out, limit)
                 out.flush()
                 os.fsync(out.fileno())
             _check_upload(size, digest, expected_sha256, allow_empty)
-            os.replace(tmp_name, target)
         except BaseException:
             _unlink(Path(tmp_name))
             raise
+        return Received(path=Path(tmp_name), size=size, sha256=digest)
+
+    def _publish(self, received: Received, relpath: str) -> StoredFile:
+        """Atomically rename a received temp file to `relpath` and make the rename durable."""
+        target = self.resolve(relpath)
+        os.replace(received.path, target)
         _fsync_dir(target.parent)
-        logger.debug("stored %s (%d bytes)", relpath, size)
-        return StoredFile(relpath=relpath, size=size, sha256=digest)
+        logger.debug("stored %s (%d bytes)", relpath, received.size)
+        return StoredFile(relpath=relpath, size=received.size, sha256=received.sha256)
+
+    def discard(self, received: Received | None) -> None:
+        """Delete a temp file that was not published (no-op once it was renamed away)."""
+        if received is not None:
+            _unlink(received.path)
 
     def remove(self, relpath: str) -> None:
         """Delete one stored file if present."""

@@ -85,11 +85,16 @@ def can_run(caps: dict, kind: str, asr_model: str | None, target_language: str) 
     return kind not in LANGUAGE_KINDS or target_language in caps.get("target_languages", ())
 
 
-def waiting_for(session: Session, job, window: float, now: float | None = None) -> str | None:
-    """For a queued job no online worker can run: what it is waiting for (else None)."""
+def online_capabilities(session: Session, window: float, now: float | None = None) -> list[dict]:
+    """The advertised capabilities of every worker seen within `window` seconds (parsed once)."""
     now = time.time() if now is None else now
     rows = session.scalars(select(Worker.capabilities).where(Worker.last_seen >= now - window))
-    if any(can_run(caps or {}, job.kind, job.asr_model, job.target_language) for caps in rows):
+    return [caps or {} for caps in rows]
+
+
+def waiting_for(job, workers: list[dict]) -> str | None:
+    """For a queued job none of the online `workers` can run: what it is waiting for (else None)."""
+    if any(can_run(caps, job.kind, job.asr_model, job.target_language) for caps in workers):
         return None
     need = [f"{job.kind} jobs"]
     if job.asr_model:

@@ -158,6 +158,8 @@ class ClaimedJob(_Wire):
     input_sha256: str | None = None
     source_url: str | None = None
     asr_model: str | None = None
+    # The coordinator's cap on a source_url download (None: the worker's own cap only).
+    max_source_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,24 @@ class JobCancelled(WorkerError):
 
 
 class LeaseLost(WorkerError):
-    """This worker no longer holds the job's lease; its output must be discarded."""
+    """This worker no longer holds the job's lease; its output must be discarded.
+
+    `job_status` and `this_lease` come from the coordinator's 409 reply: what became of the job,
+    and whether it was this worker's own lease that ended (e.g. its final upload completed the
+    job although the reply was lost) rather than someone else's.
+    """
+
+    def __init__(self, message: str | None = None, job_status: str | None = None,
+                 this_lease: bool = False):
+        super().__init__(message)
+        self.job_status = job_status
+        self.this_lease = this_lease
+
+    def outcome(self) -> str:
+        """What really happened to the job, for the worker's log and outcome list."""
+        if self.this_lease and self.job_status in ("completed", "cancelled", "failed"):
+            return str(self.job_status)
+        return "lease_lost"
 
 
 class ShutdownRequested(WorkerError):

@@ -51,6 +51,7 @@ class HeartbeatThread(threading.Thread):
         self.urgent_delay = urgent_delay
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
+        self.lost: LeaseLost | None = None  # the coordinator's 409, saying what became of the job
         self.beats = 0
         self._clock = clock
         self._lock = threading.Lock()
@@ -104,6 +105,11 @@ class HeartbeatThread(threading.Thread):
         try:
             reply = self.client.heartbeat(self.job, self.snapshot())
         except LeaseLost as exc:
+            self.lost = exc
+            if exc.outcome() != "lease_lost":  # this lease ended the job: not an error
+                logger.info("job %s: the coordinator says this lease already ended it: %s",
+                            self.job.job_id, exc.outcome())
+                return self._lose("")
             return self._lose(f"lease lost: {exc}")
         except CoordinatorUnavailable as exc:
             return self._unreachable(exc)
@@ -140,7 +146,7 @@ class HeartbeatThread(threading.Thread):
 
     def _lose(self, why: str) -> float:
         """Mark the lease lost and stop."""
-        if not self._stopping.is_set():
+        if why and not self._stopping.is_set():
             logger.warning("job %s: %s", self.job.job_id, why)
         self.lease_lost.set()
         self._stopping.set()

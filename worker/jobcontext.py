@@ -55,7 +55,9 @@ class LiveJobContext:
     def check(self) -> None:
         """Raise if the lease is lost, the job cancelled, or the worker must stop now."""
         if self.beat.lease_lost.is_set():
-            raise LeaseLost(f"job {self.job.job_id}: lease lost")
+            lost = self.beat.lost
+            raise LeaseLost(f"job {self.job.job_id}: lease lost",
+                            lost.job_status if lost else None, bool(lost and lost.this_lease))
         if self.beat.cancel_requested.is_set():
             raise JobCancelled(f"job {self.job.job_id} was cancelled")
         if self.abort.is_set():

@@ -222,8 +222,7 @@ class Worker:
         try:
             return self._execute(ctx, root)
         except LeaseLost as exc:
-            logger.warning("job %s: %s; discarding the output", job.job_id, exc)
-            return "lease_lost"
+            return _lease_lost(job, exc)
         except JobCancelled:
             return self._end(ctx, "cancelled",
                              lambda: client.fail(job, "cancelled by the client", False))
@@ -319,6 +318,23 @@ class Worker:
         except Exception:  # a malformed reply must not kill the worker
             logger.exception("job %s: reporting %s failed", job.job_id, outcome)
         return outcome
+
+
+def _lease_lost(job: ClaimedJob, exc: LeaseLost) -> str:
+    """Log what really became of a job whose call got 409, and return that as the outcome."""
+    outcome = exc.outcome()
+    if outcome == "completed":
+        logger.info("job %s: completed (a reply was lost; the coordinator confirms this worker's "
+                    "upload completed it)", job.job_id)
+    elif outcome == "cancelled":
+        logger.info("job %s: cancelled by the client before it completed; output discarded",
+                    job.job_id)
+    elif outcome == "failed":
+        logger.warning("job %s: already failed under this worker's lease: %s", job.job_id, exc)
+    else:
+        logger.warning("job %s: lease lost (job now %s): %s; discarding the output", job.job_id,
+                       exc.job_status or "unknown", exc)
+    return outcome
 
 
 def checked_outputs(result: JobResult) -> tuple[OutputFile, ...]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 from typing import Any
 
 from flask import Response, jsonify, request, send_file
@@ -81,7 +82,19 @@ def send_stored(relpath: str, sha256: str, download_name: str, mimetype: str) ->
     path = get_state().storage.resolve(relpath)
     if not path.is_file():
         raise NotFound("the stored file is missing")
-    response = send_file(path, mimetype=mimetype, as_attachment=True, download_name=download_name,
-                         conditional=True, etag=sha256, max_age=None)
+    response = send_file(path, mimetype=mimetype, conditional=True, etag=sha256, max_age=None)
+    response.headers["Content-Disposition"] = content_disposition(download_name)
     response.headers[SHA256_HEADER] = sha256
     return response
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with an ASCII fallback name and the full name as RFC 6266 / 5987 `filename*`.
+
+    Control characters are dropped and quotes/backslashes replaced, so no stored name can break
+    the header (a newline in a name once made this a 500).
+    """
+    clean = "".join(ch for ch in str(name) if ch.isprintable()).strip() or "download"
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in clean)
+    encoded = quote(clean, safe="!#$&+-.^_`|~")
+    return f'attachment; filename="{fallback}"; filename*=UTF-8\'\'{encoded}'

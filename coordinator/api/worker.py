@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, request
 
@@ -15,6 +16,7 @@ from ..errors import LeaseLost, NotFound, ValidationFailed
 from ..extensions import db
 from ..serializers import claimed_job, job_view
 from ..state import get_state
+from ..storage import Received, Storage
 from ..validation import (parse_bool, parse_content_type, parse_csv, parse_fail_report, parse_heartbeat,
                           parse_label, parse_language, parse_number, parse_sha256, parse_worker_info)
 from .common import no_content, read_json, reply, require_job_id, send_stored
@@ -104,7 +106,10 @@ def download_input(job_id: str) -> Response:
     """Stream the job's uploaded input to the lease holder."""
     require_job_id(job_id)
     _touch()
-    job = jobs.lease_run(db.session, job_id, _lease_token())
+    token = _lease_token()
+    job = jobs.lease_run(db.session, job_id, token)
+    if job.confirmed_at is None:
+        jobs.confirm(db.session, job_id, token)
     if job.input_size is None or not job.input_sha256:
         raise NotFound("the job has no uploaded input (fetch its source_url)")
     relpath = get_state().storage.input_relpath(job_id)
@@ -122,12 +127,26 @@ def heartbeat(job_id: str) -> Response:
     return reply(answer.to_dict())
 
 
-def _upload_args() -> tuple[str, bool, str, str | None]:
-    """name, final, content_type and expected sha256 of an upload."""
-    name = parse_label(request.args.get("name", "result"), "name")
-    final = parse_bool(request.args.get("final", "1"), "final")
-    content_type = parse_content_type(request.args.get("content_type"))
-    return name, final, content_type, parse_sha256(request.headers.get(SHA256_HEADER))
+@dataclass(frozen=True)
+class _UploadArgs:
+    """The query and headers of an upload, all validated before any byte is stored."""
+
+    name: str
+    final: bool
+    content_type: str
+    expected_sha256: str | None
+    detected_language: str | None
+
+
+def _upload_args() -> _UploadArgs:
+    """Parse every argument of an upload (a bad one is a 4xx before anything is stored)."""
+    detected = request.args.get("detected_language")
+    return _UploadArgs(
+        name=parse_label(request.args.get("name", "result"), "name"),
+        final=parse_bool(request.args.get("final", "1"), "final"),
+        content_type=parse_content_type(request.args.get("content_type")),
+        expected_sha256=parse_sha256(request.headers.get(SHA256_HEADER)),
+        detected_language=parse_language(detected, "detected_language", False) if detected else None)
 
 
 def _upload_stream():
@@ -140,28 +159,52 @@ def _upload_stream():
     return request.stream
 
 
+class _Publisher:
+    """Renames a received upload into place when (and only if) its transaction wins."""
+
+    def __init__(self, storage: Storage, received: Received, job_id: str, run: int, name: str):
+        self.storage, self.received = storage, received
+        self.job_id, self.run, self.name = job_id, run, name
+        self.relpath: str | None = None
+
+    def __call__(self) -> str:
+        self.relpath = self.storage.publish_artifact(self.received, self.job_id, self.run,
+                                                     self.name).relpath
+        return self.relpath
+
+
 @bp.post(Routes.UPLOAD_RESULT)
 @require_key(KeyKind.WORKER)
 def upload_result(job_id: str) -> Response:
-    """Store an artifact of the current run; `final=1` also completes the job."""
+    """Store an artifact of the current run; `final=1` also completes the job.
+
+    The body streams into a private temp file; only the request that wins the fenced database
+    transition renames it into place, so racing or repeated uploads never touch a published file.
+    A repeated identical upload after completion answers the same result.
+    """
     require_job_id(job_id)
-    name, final, content_type, expected = _upload_args()
+    args = _upload_args()
     _touch()
     token, state = _lease_token(), get_state()
-    run = jobs.lease_run(db.session, job_id, token).run_number
-    stored = state.storage.save_artifact(job_id, run, name, _upload_stream(),
-                                         current_app.config["MAX_UPLOAD_BYTES"], expected)
-    info = ArtifactInfo(name=name, size=stored.size, sha256=stored.sha256, content_type=content_type,
-                        attempt=run)
-    detected = request.args.get("detected_language")
-    detected = parse_language(detected, "detected_language", False) if detected else None
+    run = jobs.lease_run(db.session, job_id, token, allow_completed=True).run_number
+    received = state.storage.receive_artifact(job_id, run, _upload_stream(),
+                                              current_app.config["MAX_UPLOAD_BYTES"], args.expected_sha256)
+    info = ArtifactInfo(name=args.name, size=received.size, sha256=received.sha256,
+                        content_type=args.content_type, attempt=run)
+    publisher = _Publisher(state.storage, received, job_id, run, args.name)
     try:
-        status = jobs.add_artifact(db.session, job_id, token, info, stored.relpath, final=final,
-                                   detected_language=detected, events=state.events)
-    except LeaseLost:
-        state.storage.remove(stored.relpath)
+        upload = jobs.add_artifact(db.session, job_id, token, info, publisher, final=args.final,
+                                   detected_language=args.detected_language, events=state.events)
+    except BaseException:
+        if publisher.relpath:  # published, but the transaction did not commit
+            state.storage.remove(publisher.relpath)
         raise
-    return reply({"artifact": info.to_dict(), "status": status})
+    finally:
+        state.storage.discard(received)
+    if upload.replaced and upload.replaced != publisher.relpath:
+        state.storage.remove(upload.replaced)
+    return reply({"artifact": upload.artifact.to_dict(), "status": upload.status,
+                  "repeated": upload.repeated})
 
 
 @bp.post(Routes.COMPLETE)

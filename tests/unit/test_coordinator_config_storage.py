@@ -42,9 +42,12 @@ def test_storage_streams_hashes_and_places_files(tmp_path):
     store = Storage(tmp_path)
     job_id = "a" * 32
     stored = store.save_artifact(job_id, 2, "dub.mp4", io.BytesIO(b"x" * 3_000_000), 10**7)
-    assert stored.relpath == f"artifacts/{job_id}/a2/dub.mp4" and stored.size == 3_000_000
+    assert stored.relpath.startswith(f"artifacts/{job_id}/a2/dub.mp4~") and stored.size == 3_000_000
     assert stored.sha256 == hashlib.sha256(b"x" * 3_000_000).hexdigest()
-    assert [p.name for p in (tmp_path / "artifacts" / job_id / "a2").iterdir()] == ["dub.mp4"]
+    assert [p.name for p in (tmp_path / "artifacts" / job_id / "a2").iterdir()] == [stored.relpath.split("/")[-1]]
+    again = store.save_artifact(job_id, 2, "dub.mp4", io.BytesIO(b"y"), 10)
+    assert again.relpath != stored.relpath, "every upload is published at its own path"
+    assert store.resolve(stored.relpath).read_bytes() == b"x" * 3_000_000
 
 
 def test_storage_rejects_oversize_empty_mismatch_and_bad_names(tmp_path):

@@ -166,9 +166,10 @@ def test_reaper_requeues_expired_lease_only(session):
     expired, alive = add(session), add(session, T0 + 1)
     old = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 1)
     fresh = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 1)
+    jobs.confirm(session, expired, old.lease_token, now=T0 + 2)  # it started (downloaded its input)
     jobs.heartbeat(session, alive, fresh.lease_token, Heartbeat(), POLICY, now=T0 + 50)
     counts = jobs.reap(session, now=T0 + 62)
-    assert counts == {"requeued": 1, "failed": 0, "cancelled": 0}
+    assert counts == {"requeued": 1, "failed": 0, "cancelled": 0, "unstarted": 0}
     assert status(session, expired).status == "queued" and status(session, alive).status == "running"
     with pytest.raises(LeaseLost):
         jobs.heartbeat(session, expired, old.lease_token, Heartbeat(), POLICY, now=T0 + 63)
@@ -178,12 +179,24 @@ def test_reaper_requeues_expired_lease_only(session):
 
 def test_reaper_fails_when_attempts_used_and_cancels_when_asked(session):
     spent, cancelled = add(session, max_attempts=1), add(session, T0 + 1)
+    first = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 1)
     jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 1)
-    jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 1)
+    jobs.heartbeat(session, spent, first.lease_token, Heartbeat(), POLICY, now=T0 + 2)
     jobs.cancel(session, cancelled, now=T0 + 1)
-    assert jobs.reap(session, now=T0 + 100) == {"requeued": 0, "failed": 1, "cancelled": 1}
+    assert jobs.reap(session, now=T0 + 100) == {"requeued": 0, "failed": 1, "cancelled": 1, "unstarted": 0}
     assert status(session, spent).error == "lease expired"
     assert status(session, cancelled).status == "cancelled"
+
+
+def _upload(session, job_id, token, info, path, **kw):
+    """add_artifact with a publisher that records it was called and returns `path`."""
+    calls = []
+
+    def publish() -> str:
+        calls.append(path)
+        return path
+    upload = jobs.add_artifact(session, job_id, token, info, publish, **kw)
+    return upload, calls
 
 
 def test_artifacts_scoped_to_run_and_final_completes(session):
@@ -191,20 +204,66 @@ def test_artifacts_scoped_to_run_and_final_completes(session):
     first = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0)
     run = first.job["run_number"]
     info = ArtifactInfo(name="transcript.json", size=2, sha256="a" * 64, attempt=run)
-    assert jobs.add_artifact(session, job_id, first.lease_token, info, "p1", now=T0 + 1) == "running"
+    assert _upload(session, job_id, first.lease_token, info, "p1", now=T0 + 1)[0].status == "running"
     jobs.release(session, job_id, first.lease_token, now=T0 + 2)
     second = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 3)
     assert second.job["run_number"] == run + 1
     with pytest.raises(LeaseLost):
-        jobs.add_artifact(session, job_id, first.lease_token, info, "p1", now=T0 + 4)
+        _upload(session, job_id, first.lease_token, info, "p1", now=T0 + 4)
     same_name = ArtifactInfo(name="transcript.json", size=3, sha256="b" * 64, attempt=run + 1)
-    jobs.add_artifact(session, job_id, second.lease_token, same_name, "p2", now=T0 + 4)
+    _upload(session, job_id, second.lease_token, same_name, "p2", now=T0 + 4)
+    replaced = ArtifactInfo(name="transcript.json", size=3, sha256="d" * 64, attempt=run + 1)
+    upload, _ = _upload(session, job_id, second.lease_token, replaced, "p2b", now=T0 + 4)
+    assert upload.replaced == "p2", "the caller deletes the file the new row replaced"
     result = ArtifactInfo(name="result", size=5, sha256="c" * 64, attempt=run + 1)
-    assert jobs.add_artifact(session, job_id, second.lease_token, result, "p3", final=True, now=T0 + 5) == "completed"
+    upload, calls = _upload(session, job_id, second.lease_token, result, "p3", final=True, now=T0 + 5)
+    assert upload.status == "completed" and calls == ["p3"] and not upload.repeated
     job = status(session, job_id)
     assert job.main_artifact == "result" and job.status == "completed"
-    with pytest.raises(LeaseLost):
-        jobs.complete(session, job_id, second.lease_token, "result", now=T0 + 6)
+    # The same call again (a retry after a lost reply) answers the same and publishes nothing.
+    again, calls = _upload(session, job_id, second.lease_token, result, "p4", final=True, now=T0 + 6)
+    assert again.repeated and again.status == "completed" and calls == [] and again.artifact.sha256 == "c" * 64
+    assert jobs.complete(session, job_id, second.lease_token, "result", now=T0 + 6).status == "completed"
+    other = ArtifactInfo(name="result", size=5, sha256="e" * 64, attempt=run + 1)
+    with pytest.raises(LeaseLost) as lost:
+        _upload(session, job_id, second.lease_token, other, "p5", final=True, now=T0 + 6)
+    assert lost.value.extra == {"job_status": "completed", "this_lease": True}
+    with pytest.raises(LeaseLost) as stale:
+        _upload(session, job_id, first.lease_token, result, "p6", final=True, now=T0 + 6)
+    assert stale.value.extra == {"job_status": "completed", "this_lease": False}
+
+
+def test_cancel_requested_ends_cancelled_instead_of_completed(session):
+    from coordinator.errors import JobWasCancelled
+    for finish in ("upload", "complete"):
+        job_id = add(session)
+        claimed = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0)
+        info = ArtifactInfo(name="result", size=1, sha256="a" * 64, attempt=claimed.job["run_number"])
+        if finish == "complete":
+            _upload(session, job_id, claimed.lease_token, info, "p", now=T0 + 1)
+        jobs.cancel(session, job_id, now=T0 + 2)
+        with pytest.raises(JobWasCancelled):
+            if finish == "upload":
+                _upload(session, job_id, claimed.lease_token, info, "p", final=True, now=T0 + 3)
+            else:
+                jobs.complete(session, job_id, claimed.lease_token, "result", now=T0 + 3)
+        job = status(session, job_id)
+        assert job.status == "cancelled" and job.main_artifact is None
+
+
+def test_unstarted_claim_does_not_use_an_attempt(session):
+    job_id = add(session, max_attempts=2)
+    for n in range(5):  # every claim reply lost: the worker never calls back
+        claimed = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 100 * n)
+        assert claimed.job["id"] == job_id and claimed.job["attempts"] == 1
+        counts = jobs.reap(session, now=T0 + 100 * n + 99)
+        assert counts["unstarted"] == 1 and counts["failed"] == 0
+        job = status(session, job_id)
+        assert job.status == "queued" and job.attempts == 0
+    started = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 1000)
+    jobs.confirm(session, job_id, started.lease_token, now=T0 + 1001)
+    assert jobs.reap(session, now=T0 + 1099)["requeued"] == 1
+    assert status(session, job_id).attempts == 1
 
 
 def test_idempotent_submit_returns_existing(session):
