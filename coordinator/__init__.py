@@ -11,6 +11,7 @@ from .callbacks import CallbackSender
 from .database import configure_engine
 from .errors import register_error_handlers
 from .extensions import db
+from .gate import KeyGate
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
 from .state import EXTENSION_KEY, CoordinatorState, get_state
@@ -43,10 +44,12 @@ def _init_state(app: Flask) -> CoordinatorState:
     notifier = ClaimNotifier(int(app.config["MAX_CLAIM_WAITERS"]))
     sender = None
     if app.config["CALLBACKS_ENABLED"]:
-        sender = CallbackSender(_build_view(app), float(app.config["CALLBACK_TIMEOUT"]))
+        sender = CallbackSender(_build_view(app), float(app.config["CALLBACK_TIMEOUT"]),
+                                allow_private=bool(app.config["ALLOW_PRIVATE_CALLBACKS"]))
     state = CoordinatorState(storage=storage, policy=QueuePolicy.from_config(app.config),
                              notifier=notifier, events=AppEvents(notifier, sender),
-                             workers=WorkerRegistry(), callbacks=sender)
+                             workers=WorkerRegistry(), callbacks=sender,
+                             gate=KeyGate(int(app.config["CLIENT_MAX_INFLIGHT"])))
     app.extensions[EXTENSION_KEY] = state
     return state
 
@@ -57,7 +60,9 @@ def _init_database(app: Flask) -> None:
     with app.app_context():
         configure_engine(db.engine)
         from . import models  # noqa: F401 - register the tables
+        from .migrate import add_missing_columns
         db.create_all()
+        add_missing_columns(db.engine, db.metadata)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

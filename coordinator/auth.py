@@ -107,9 +107,22 @@ def require_key(*kinds: KeyKind) -> Callable:
             if principal.kind not in allowed:
                 raise Forbidden(f"a {principal.kind.value} key may not call this endpoint")
             g.principal = principal
-            return view(*args, **kwargs)
+            if principal.kind is KeyKind.WORKER:
+                return view(*args, **kwargs)
+            return _gated(principal, view, args, kwargs)
         return wrapper
     return decorator
+
+
+def _gated(principal: Principal, view: Callable, args: Any, kwargs: Any) -> Any:
+    """Run a client/admin view holding one of its key's slots (file bodies are then sent by
+    waitress' I/O loop through wsgi.file_wrapper, without a request thread)."""
+    from .state import get_state
+    slot = get_state().gate.enter(principal.key_id)
+    try:
+        return view(*args, **kwargs)
+    finally:
+        slot.release()
 
 
 def current_principal() -> Principal:

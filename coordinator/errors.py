@@ -88,6 +88,13 @@ class PayloadTooLarge(CoordinatorError):
     error = "payload_too_large"
 
 
+class TooManyRequests(CoordinatorError):
+    """Too many requests in progress for this API key; retry shortly."""
+
+    status_code = 429
+    error = "too_many_requests"
+
+
 class ValidationFailed(CoordinatorError):
     """A field has an invalid value."""
 

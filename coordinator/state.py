@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from .callbacks import CallbackSender
+from .gate import KeyGate
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
 from .storage import Storage
@@ -24,6 +25,7 @@ class CoordinatorState:
     events: AppEvents
     workers: WorkerRegistry
     callbacks: CallbackSender | None
+    gate: KeyGate
 
 
 def get_state(app: Flask | None = None) -> CoordinatorState:

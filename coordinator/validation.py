@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 from shared.languages import AUTO, is_known
 from shared.protocol import FailReport, Heartbeat, JobKind, Stage, WorkerInfo, is_valid_artifact_name
 
+from shared.netguard import UnsafeURL
+
+from .callbacks import callback_guard
 from .errors import BadRequest, ValidationFailed
 
 MAX_OPTIONS_BYTES = 16 * 1024
@@ -52,7 +55,7 @@ def display_name(raw: Any) -> str:
     if not raw:
         return ""
     base = re.split(r"[\\/]", str(raw))[-1]
-    base = clean_text(base, 255).strip().lstrip(".")
+    base = "".join(ch for ch in base if ch.isprintable())[:255].strip().lstrip(".")
     return base or "input"
 
 
@@ -151,17 +154,39 @@ def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None and v != ""}
 
 
-def parse_submission(fields: Mapping[str, Any], max_attempts_default: int) -> NewJob:
-    """Validate the fields of `POST /jobs` (JSON values or query/form strings)."""
+def parse_callback_url(value: Any, allow_private: bool = False) -> str:
+    """An http(s) callback URL whose host is not, and does not resolve to, a refused address.
+
+    A literal refused IP, a `localhost` name or a name resolving to any refused address is a 422
+    (unless `allow_private`); a name that does not resolve now is accepted (the sender checks
+    the address again when it connects).
+    """
+    url = parse_url(value, "callback_url")
+    try:
+        callback_guard(allow_private).check_url(url, unresolvable_ok=True)
+    except UnsafeURL as exc:
+        raise ValidationFailed(str(exc), field="callback_url") from None
+    return url
+
+
+def parse_submission(fields: Mapping[str, Any], max_attempts_default: int, *,
+                     allow_private_callbacks: bool = False) -> NewJob:
+    """Validate the fields of `POST /jobs` (JSON values or query/form strings).
+
+    `allow_private_callbacks` (config ALLOW_PRIVATE_CALLBACKS) lets callback_url reach
+    loopback, private and other non-public addresses.
+    """
     present = _present(fields)
     get = present.get
     asr_model = get("asr_model")
+    callback_url = get("callback_url")
     return NewJob(
         kind=parse_kind(get("kind", JobKind.DUB.value)),
         source_language=parse_language(get("source_language", AUTO), "source_language", True),
         target_language=parse_language(get("target_language", "es"), "target_language", False),
         priority=parse_int(get("priority", 0), "priority", *PRIORITY_RANGE),
-        callback_url=parse_url(get("callback_url"), "callback_url") if "callback_url" in present else None,
+        callback_url=(parse_callback_url(callback_url, allow_private_callbacks)
+                      if callback_url is not None else None),
         asr_model=parse_label(asr_model, "asr_model") if asr_model is not None else None,
         options=parse_options(get("options", {})),
         max_attempts=parse_int(get("max_attempts", max_attempts_default), "max_attempts",

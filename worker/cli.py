@@ -16,6 +16,7 @@ from worker.client import CoordinatorClient
 from worker.errors import CoordinatorError, UnsupportedJob
 from worker.loop import Worker
 from worker.pipelines import PipelineRegistry, default_registry
+from worker.safefetch import DEFAULT_MAX_SOURCE_MB
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,22 @@ def load_registry(kinds: str | None) -> PipelineRegistry:
 @click.option("--allow-downloads", is_flag=True, envvar="DUBFLEET_ALLOW_DOWNLOADS",
               help="Let jobs name hub models (e.g. large-v3) that this worker may download. "
                    "Off by default: only models installed from packages are used.")
+@click.option("--allow-private-urls", is_flag=True, envvar="DUBFLEET_ALLOW_PRIVATE_URLS",
+              show_envvar=True,
+              help="Let source_url jobs fetch from loopback, private, link-local and other "
+                   "non-public addresses (lab networks). Off by default: such URLs, and "
+                   "redirects to them, fail the job.")
+@click.option("--max-source-mb", type=click.IntRange(1), default=DEFAULT_MAX_SOURCE_MB,
+              envvar="DUBFLEET_MAX_SOURCE_MB", show_envvar=True,
+              help="Largest source_url download in MiB (the coordinator's MAX_SOURCE_MB also "
+                   "applies; the smaller wins).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="INFO", envvar="DUBFLEET_LOG_LEVEL", help="Logging level.")
 @click.pass_context
 def main(ctx: click.Context, api_url: str | None, api_key: str | None, poll_interval: float,
          worker_id: str | None, once: bool, burst: bool, max_jobs: int | None, work_dir: Path,
          kinds: str | None, claim_wait: float, max_transfer_rate: float, allow_downloads: bool,
-         log_level: str) -> None:
+         allow_private_urls: bool, max_source_mb: int, log_level: str) -> None:
     """Pull jobs from a dubfleet coordinator and run them until stopped.
 
     Ctrl-C / SIGTERM once: finish the current job, then exit. Twice: give the job back, exit.
@@ -102,7 +112,9 @@ def main(ctx: click.Context, api_url: str | None, api_key: str | None, poll_inte
     registry = load_registry(kinds)
     info = build_worker_info(worker_id or default_worker_id(), session_id, registry.kinds())
     client = CoordinatorClient(api_url, api_key, session_id,
-                               max_rate=max_transfer_rate * MIB or None)
+                               max_rate=max_transfer_rate * MIB or None,
+                               allow_private_urls=allow_private_urls,
+                               max_source_bytes=max_source_mb * MIB)
     worker = Worker(client, info, registry, work_dir, poll_interval=poll_interval,
                     claim_wait=claim_wait)
     try:

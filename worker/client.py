@@ -14,6 +14,7 @@ from shared.protocol import (API_KEY_HEADER, LEASE_HEADER, MAX_CLAIM_WAIT_SECOND
                              FailReport, Heartbeat, HeartbeatReply, Routes, WorkerInfo)
 from worker.errors import (Backoff, CoordinatorError, CoordinatorUnavailable, JobFailed,
                            LeaseLost, PermanentJobError)
+from worker.safefetch import DEFAULT_MAX_SOURCE_MB, MIB, fetch_source, source_limit
 from worker.transfer import (ChecksumMismatch, ProgressReader, TransientTransferError,
                              backoff_delay, fetch_resumable, file_sha256, parse_retry_after)
 
@@ -24,14 +25,18 @@ OnProgress = Callable[[int, "int | None"], None]
 MAX_REASON_CHARS = 4000
 
 
-def _error_fields(resp: requests.Response) -> tuple[str, str]:
-    """The (error, message) of a JSON error body, or fallbacks from the status line."""
+def _error_body(resp: requests.Response) -> dict:
+    """The JSON error body of a reply ({} when it has none)."""
     try:
         body = resp.json()
     except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_fields(resp: requests.Response) -> tuple[str, str]:
+    """The (error, message) of a JSON error body, or fallbacks from the status line."""
+    body = _error_body(resp)
     error = str(body.get("error") or resp.reason or resp.status_code)
     message = str(body.get("message") or body.get("error") or resp.text[:200] or resp.reason)
     return error, message
@@ -45,7 +50,10 @@ def raise_for_reply(resp: requests.Response, *, fenced: bool = True) -> None:
     error, message = _error_fields(resp)
     text = f"{resp.request.method} {resp.url}: {status} {message}"
     if status == 409 and fenced:
-        raise LeaseLost(text)
+        body = _error_body(resp)
+        job_status = body.get("job_status")
+        raise LeaseLost(text, job_status if isinstance(job_status, str) else None,
+                        body.get("this_lease") is True)
     if status in (429, 503):
         raise Backoff(text, status, error, parse_retry_after(resp.headers.get("Retry-After")))
     if status >= 500:
@@ -58,6 +66,8 @@ class CoordinatorClient:
 
     def __init__(self, api_url: str, api_key: str, session_id: str, *,
                  timeout: float = 30.0, attempts: int = 5, max_rate: float | None = None,
+                 allow_private_urls: bool = False,
+                 max_source_bytes: int | None = DEFAULT_MAX_SOURCE_MB * MIB,
                  sleep: Callable[[float], None] = time.sleep):
         self.api_url = api_url.rstrip("/")
         self.api_key = api_key
@@ -65,6 +75,8 @@ class CoordinatorClient:
         self.timeout = timeout
         self.attempts = attempts
         self.max_rate = max_rate
+        self.allow_private_urls = allow_private_urls
+        self.max_source_bytes = max_source_bytes
         self.last_retry_after: float | None = None
         self._sleep = sleep
         self._local = threading.local()
@@ -176,16 +188,18 @@ class CoordinatorClient:
 
     def _download_source(self, job: ClaimedJob, dest: Path, check: Check | None,
                          on_progress: OnProgress | None) -> Path:
-        """Fetch a `source_url` job's input from that URL (never sending our API key)."""
-        logger.info("job %s: fetching source %s", job.job_id, job.source_url)
-        with requests.Session() as plain:
-            try:
-                fetch_resumable(plain, str(job.source_url), dest, attempts=self.attempts,
-                                timeout=(10.0, self.timeout), check=check,
-                                on_status=_source_status, on_progress=on_progress,
-                                max_rate=self.max_rate, sleep=self._sleep)
-            except TransientTransferError as exc:
-                raise JobFailed(f"source_url download failed: {exc}") from exc
+        """Fetch a `source_url` job's input from that URL (never sending our API key).
+
+        Only public addresses unless `allow_private_urls`; at most the smaller of this worker's
+        and the coordinator's size caps. Refusals are permanent job failures.
+        """
+        limit, setting = source_limit(self.max_source_bytes, job.max_source_bytes)
+        logger.info("job %s: fetching source %s (limit %s)", job.job_id, job.source_url,
+                    f"{limit} bytes" if limit is not None else "none")
+        fetch_source(str(job.source_url), dest, allow_private=self.allow_private_urls,
+                     max_bytes=limit, limit_setting=setting, attempts=self.attempts,
+                     timeout=(10.0, self.timeout), check=check, on_status=_source_status,
+                     on_progress=on_progress, max_rate=self.max_rate, sleep=self._sleep)
         return dest
 
     def upload_result(self, job: ClaimedJob, path: Path, name: str, *, final: bool = False,

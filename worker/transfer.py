@@ -186,6 +186,15 @@ class ChecksumMismatch(TransientTransferError):
     """The downloaded bytes do not hash to the expected sha256."""
 
 
+class TransferTooLarge(Exception):
+    """A download is bigger than its `max_bytes` cap (never retried; the file is removed)."""
+
+    def __init__(self, limit: int, size: int | None):
+        self.limit, self.size = limit, size
+        seen = f"{size} bytes announced" if size is not None else "cut off"
+        super().__init__(f"larger than the {limit}-byte limit ({seen})")
+
+
 def expected_sha256(resp: requests.Response, given: str | None) -> str | None:
     """The sha256 to check against: the claimed one, else the server's header or ETag."""
     if given:
@@ -199,9 +208,12 @@ def expected_sha256(resp: requests.Response, given: str | None) -> str | None:
 
 def fetch_once(session: requests.Session, url: str, dest: Path, *, headers: dict[str, str],
                timeout: tuple[float, float], check: Check | None, on_status: Callable,
-               on_progress: OnProgress | None = None,
-               max_rate: float | None = None) -> tuple[str, str | None]:
-    """Download `url` into `dest`, resuming from its size; return (sha256, expected sha256)."""
+               on_progress: OnProgress | None = None, max_rate: float | None = None,
+               max_bytes: int | None = None) -> tuple[str, str | None]:
+    """Download `url` into `dest`, resuming from its size; return (sha256, expected sha256).
+
+    More than `max_bytes` in all (None: no cap) raises TransferTooLarge and removes `dest`.
+    """
     offset = dest.stat().st_size if dest.exists() else 0
     req_headers = dict(headers)
     if offset:
@@ -217,7 +229,8 @@ def fetch_once(session: requests.Session, url: str, dest: Path, *, headers: dict
             raise TransientTransferError(f"unexpected Content-Range for offset {offset}")
         if offset and not append:
             logger.info("server did not resume at %d: downloading from the start", offset)
-        return _write_body(resp, dest, append, check, on_progress, RateLimit(max_rate))
+        return _write_body(resp, dest, append, check, on_progress, RateLimit(max_rate),
+                           max_bytes)
 
 
 def _range_start(resp: requests.Response) -> int | None:
@@ -230,18 +243,38 @@ def _range_start(resp: requests.Response) -> int | None:
 
 
 def _write_body(resp: requests.Response, dest: Path, append: bool, check: Check | None,
-                on_progress: OnProgress | None, limit: RateLimit) -> tuple[str, str | None]:
-    """Stream a reply body into `dest` (appending or not), hashing as it goes."""
+                on_progress: OnProgress | None, limit: RateLimit,
+                max_bytes: int | None = None) -> tuple[str, str | None]:
+    """Stream a reply body into `dest` (appending or not), hashing as it goes.
+
+    With `max_bytes`, a Content-Length beyond the cap fails before anything is written and a
+    body without one is cut as soon as it passes the cap; either way `dest` is removed.
+    """
+    try:
+        return _stream_body(resp, dest, append, check, on_progress, limit, max_bytes)
+    except TransferTooLarge:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+def _stream_body(resp: requests.Response, dest: Path, append: bool, check: Check | None,
+                 on_progress: OnProgress | None, limit: RateLimit,
+                 max_bytes: int | None) -> tuple[str, str | None]:
+    """The body of `_write_body` (which removes `dest` when the cap is passed)."""
     digest = _hash_prefix(dest) if append else hashlib.sha256()
     done = dest.stat().st_size if append else 0
     length = resp.headers.get("Content-Length")
     total = done + int(length) if length and length.isdigit() else None
+    if max_bytes is not None and total is not None and total > max_bytes:
+        raise TransferTooLarge(max_bytes, total)
     bar = progress_bar(total, f"download {dest.name}", initial=done)
     try:
         with open(dest, "ab" if append else "wb") as fh:
             for chunk in resp.iter_content(limit.chunk_size()):
                 if check is not None:
                     check()
+                if max_bytes is not None and done + len(chunk) > max_bytes:
+                    raise TransferTooLarge(max_bytes, None)
                 limit.account(len(chunk))
                 fh.write(chunk)
                 digest.update(chunk)
@@ -261,8 +294,13 @@ def fetch_resumable(session: requests.Session, url: str, dest: Path, *,
                     attempts: int = 5, timeout: tuple[float, float] = (10.0, 60.0),
                     check: Check | None = None, on_status: Callable = lambda resp: None,
                     on_progress: OnProgress | None = None, max_rate: float | None = None,
+                    max_bytes: int | None = None,
                     sleep: Callable[[float], None] = time.sleep) -> str:
-    """Download with retries, resuming with Range, verifying sha256; return the file's sha256."""
+    """Download with retries, resuming with Range, verifying sha256; return the file's sha256.
+
+    `max_bytes` caps the file's size (None: no cap); passing it raises TransferTooLarge at once,
+    without retrying, and removes `dest`.
+    """
     last: Exception | None = None
     for attempt in range(attempts):
         if attempt:
@@ -270,7 +308,8 @@ def fetch_resumable(session: requests.Session, url: str, dest: Path, *,
         try:
             got, server_sha = fetch_once(session, url, dest, headers=headers or {},
                                          timeout=timeout, check=check, on_status=on_status,
-                                         on_progress=on_progress, max_rate=max_rate)
+                                         on_progress=on_progress, max_rate=max_rate,
+                                         max_bytes=max_bytes)
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError, TransientTransferError) as exc:
             logger.warning("download of %s interrupted (try %d/%d): %s", dest.name,

@@ -14,7 +14,7 @@ from .. import jobs, queries
 from ..auth import current_principal, require_key
 from ..errors import BadRequest, Conflict, NotFound, ValidationFailed
 from ..extensions import db
-from ..serializers import job_view, submit_reply
+from ..serializers import job_view, job_views, submit_reply
 from ..state import get_state
 from ..storage import StoredFile
 from ..validation import NewJob, display_name, parse_idempotency_key, parse_int, parse_submission
@@ -81,7 +81,9 @@ def submit_job() -> Response:
     """Accept a job (multipart file, raw body or source_url) and queue it."""
     idem = parse_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
     fields, stream, raw_name = _submission()
-    new = _input_name(parse_submission(fields, current_app.config["MAX_ATTEMPTS"]), raw_name)
+    allow_private = bool(current_app.config["ALLOW_PRIVATE_CALLBACKS"])
+    new = _input_name(parse_submission(fields, current_app.config["MAX_ATTEMPTS"],
+                                       allow_private_callbacks=allow_private), raw_name)
     existing = jobs.find_idempotent(db.session, current_principal().key_id, idem)
     if existing is not None:
         return reply(submit_reply(db.session, existing), 200)
@@ -96,7 +98,9 @@ def _list_args() -> tuple[str | None, int, int]:
     status = request.args.get("status") or None
     if status is not None and status not in {s.value for s in JobStatus}:
         raise ValidationFailed(f"unknown status {status[:20]!r}", field="status")
-    limit = parse_int(request.args.get("limit", "50"), "limit", 1, 500)
+    # Bigger pages are clamped (the reply's `limit` says so): one caller cannot make a page costly.
+    limit = min(parse_int(request.args.get("limit", "50"), "limit", 1, 10**9),
+                int(current_app.config["MAX_LIST_LIMIT"]))
     offset = parse_int(request.args.get("offset", "0"), "offset", 0, 10**9)
     return status, limit, offset
 
@@ -109,7 +113,7 @@ def list_jobs() -> Response:
     principal = current_principal()
     owner = None if principal.is_admin else principal.key_id
     page, total = queries.list_jobs(db.session, owner, status, limit, offset)
-    return reply({"jobs": [job_view(db.session, job) for job in page], "total": total,
+    return reply({"jobs": job_views(db.session, page), "total": total,
                   "limit": limit, "offset": offset})
 
 

@@ -31,7 +31,8 @@ def fleet(tmp_path_factory):
     """A coordinator and one worker that can run every media kind (models load once)."""
     root = tmp_path_factory.mktemp("fleet")
     coord = Coordinator(root / "coord").start()
-    worker = start_worker(coord.url, root / "w", "media-worker", "--claim-wait", "5")
+    # --allow-private-urls: the zero-byte source below is served from 127.0.0.1.
+    worker = start_worker(coord.url, root / "w", "media-worker", "--claim-wait", "5", "--allow-private-urls")
     yield coord, Api(coord.url, ADMIN_KEY), root
     stop_all([worker])
     coord.kill()

@@ -133,7 +133,7 @@ def test_download_uses_the_server_sha256_when_the_claim_has_none(server, tmp_pat
 def test_source_url_job_fetches_without_the_api_key(server, tmp_path):
     server.app = serve_input(cut_first=False)
     claimed = job(input_sha256=None, source_url=server.url + "/media/clip.mp4")
-    make_client(server).download_input(claimed, tmp_path / "input.mp4")
+    make_client(server, allow_private_urls=True).download_input(claimed, tmp_path / "input.mp4")
     assert (tmp_path / "input.mp4").read_bytes() == DATA
     assert "X-API-Key" not in server.seen[0] and "X-Lease-Token" not in server.seen[0]
 
@@ -141,8 +141,8 @@ def test_source_url_job_fetches_without_the_api_key(server, tmp_path):
 def test_source_url_404_is_permanent(server, tmp_path):
     server.app = lambda h: h.reply(404, b"nope")
     claimed = job(input_sha256=None, source_url=server.url + "/gone.mp4")
-    with pytest.raises(PermanentJobError):
-        make_client(server).download_input(claimed, tmp_path / "input.mp4")
+    with pytest.raises(PermanentJobError, match="404"):
+        make_client(server, allow_private_urls=True).download_input(claimed, tmp_path / "input.mp4")
 
 
 def test_upload_streams_with_sha256_and_retries_5xx(server, tmp_path):

@@ -1,0 +1,61 @@
+"""Per-key concurrency: one client key may have at most N requests in its view at once.
+
+Each request in a view holds a server thread, so without a cap one client could take every
+thread, or keep the CPU busy with costly pages, and starve everyone else. Past the cap the reply is 429 with Retry-After at once: waiting would
+itself hold a thread. Worker keys are not gated (a fleet shares one key; long polls are capped
+by MAX_CLAIM_WAITERS instead).
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from .errors import TooManyRequests
+
+
+class KeyGate:
+    """Counts requests in progress per key id."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._inflight: dict[int, int] = defaultdict(int)
+
+    def enter(self, key_id: int) -> "Slot":
+        """Take a slot for `key_id`, or raise TooManyRequests when all of its slots are in use."""
+        with self._lock:
+            if self._inflight[key_id] >= self.limit:
+                error = TooManyRequests(f"this API key already has {self.limit} requests in progress; "
+                                        "retry when one finishes (CLIENT_MAX_INFLIGHT)")
+                error.headers["Retry-After"] = "1"
+                raise error
+            self._inflight[key_id] += 1
+        return Slot(self, key_id)
+
+    def _leave(self, key_id: int) -> None:
+        with self._lock:
+            self._inflight[key_id] -= 1
+            if self._inflight[key_id] <= 0:
+                del self._inflight[key_id]
+
+    def inflight(self, key_id: int) -> int:
+        """Requests of `key_id` in progress now."""
+        with self._lock:
+            return self._inflight.get(key_id, 0)
+
+
+class Slot:
+    """One request's place; released exactly once."""
+
+    def __init__(self, gate: KeyGate, key_id: int):
+        self._gate, self._key_id = gate, key_id
+        self._released = False
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        """Give the place back (idempotent)."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._gate._leave(self._key_id)
