@@ -88,3 +88,30 @@ def test_list_limit_is_clamped(app_factory, make_key):
     page = client.get("/jobs?limit=500", headers=_h(key)).get_json()
     assert page["limit"] == 7 and len(page["jobs"]) == 7 and page["total"] == 9
     assert client.get("/jobs?limit=0", headers=_h(key)).status_code == 422
+
+
+def test_one_key_cannot_hold_more_than_its_requests_in_flight(app_factory):
+    """Past CLIENT_MAX_INFLIGHT requests in progress a key gets JSON 429 + Retry-After at once;
+    other keys (and worker keys) are unaffected, and the slot comes back when a request ends."""
+    app = app_factory(CLIENT_MAX_INFLIGHT=2)
+    from coordinator.auth import create_key
+    from coordinator.state import get_state
+    from shared.protocol import KeyKind
+    with app.app_context():
+        busy_row, busy = create_key(db.session, KeyKind.CLIENT, "busy")
+        other = create_key(db.session, KeyKind.CLIENT, "other")[1]
+        worker = create_key(db.session, KeyKind.WORKER, "w")[1]
+        busy_id = busy_row.id
+        db.session.remove()
+    client, gate = app.test_client(), get_state(app).gate
+    held = [gate.enter(busy_id), gate.enter(busy_id)]  # two requests of `busy` in progress
+    refused = client.get("/jobs", headers=_h(busy))
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert refused.get_json()["error"] == "too_many_requests"
+    assert client.get("/jobs", headers=_h(other)).status_code == 200
+    assert client.get("/jobs/next?kinds=echo", headers=_h(worker)).status_code == 204
+    held.pop().release()
+    assert client.get("/jobs", headers=_h(busy)).status_code == 200
+    assert gate.inflight(busy_id) == 1  # the request gave its slot back
+    held.pop().release()
+    assert gate.inflight(busy_id) == 0

@@ -32,7 +32,12 @@ def test_options_defaults_and_parsing(monkeypatch):
 
 
 @pytest.mark.parametrize("options", [{"max_speed": 5}, {"keep_original": "maybe"},
-                                     {"max_speed": "fast"}])
+                                     {"max_speed": "fast"},
+                                     # names, never paths or option-like strings
+                                     {"asr_model": "/etc/passwd"}, {"asr_model": "../models/x"},
+                                     {"voice": "../../secret.wav"}, {"voice": "--help"},
+                                     {"tts_engines": ["espeak", "/bin/sh"]},
+                                     {"translation_engine": "a\nb"}])
 def test_bad_options_fail_permanently(options):
     with pytest.raises(PermanentJobError, match="bad job options"):
         MediaOptions.from_job(_job(**options))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +56,10 @@ class MediaOptions:
         try:
             engines = raw.get("tts_engines")
             return cls(
-                asr_model=str(job.asr_model or raw.get("asr_model") or "base"),
-                translation_engine=_opt_str(raw.get("translation_engine")),
-                tts_engines=tuple(str(e) for e in engines) if engines else None,
-                voice=_opt_str(raw.get("voice")),
+                asr_model=_label(job.asr_model or raw.get("asr_model") or "base", "asr_model"),
+                translation_engine=_opt_label(raw.get("translation_engine"), "translation_engine"),
+                tts_engines=tuple(_label(e, "tts_engines") for e in engines) if engines else None,
+                voice=_opt_label(raw.get("voice"), "voice"),
                 keep_original=_bool(raw.get("keep_original", True)),
                 max_speed=_speed(raw.get("max_speed", 1.35)),
                 overlap=None if raw.get("overlap") in (None, "auto") else _bool(raw["overlap"]),
@@ -67,8 +68,21 @@ class MediaOptions:
             raise PermanentJobError(f"bad job options: {exc}") from exc
 
 
-def _opt_str(value) -> str | None:
-    return None if value in (None, "") else str(value)
+# Model, engine and voice names: plain labels, never paths (a job must not point a worker at
+# its local files) nor anything an engine's command line could take for an option.
+_LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def _label(value, name: str) -> str:
+    """A name option: a short label without path separators."""
+    text = str(value)
+    if not _LABEL_RE.fullmatch(text) or ".." in text:
+        raise ValueError(f"{name} must be a plain name like 'base' or 'es-x', not {text[:40]!r}")
+    return text
+
+
+def _opt_label(value, name: str) -> str | None:
+    return None if value in (None, "") else _label(value, name)
 
 
 def _bool(value) -> bool:
