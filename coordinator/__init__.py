@@ -11,7 +11,7 @@ from .callbacks import CallbackSender
 from .database import configure_engine
 from .errors import register_error_handlers
 from .extensions import db
-from .gate import KeyGate
+from .gate import CostlyViews, KeyGate
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
 from .state import EXTENSION_KEY, CoordinatorState, get_state
@@ -49,7 +49,8 @@ def _init_state(app: Flask) -> CoordinatorState:
     state = CoordinatorState(storage=storage, policy=QueuePolicy.from_config(app.config),
                              notifier=notifier, events=AppEvents(notifier, sender),
                              workers=WorkerRegistry(), callbacks=sender,
-                             gate=KeyGate(int(app.config["CLIENT_MAX_INFLIGHT"])))
+                             gate=KeyGate(int(app.config["CLIENT_MAX_INFLIGHT"])),
+                             costly=CostlyViews(int(app.config["LIST_CONCURRENCY"])))
     app.extensions[EXTENSION_KEY] = state
     return state
 

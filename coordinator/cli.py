@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 # Every option names its environment variable in --help.
 option = functools.partial(click.option, show_envvar=True)
 
-# Waitress' body limit sits just above the app's own limit so the app answers the JSON 413.
+# Waitress' body limit sits just above the app's own limit so the app answers most 413s itself;
+# waitress' own 413 (a Content-Length past it) is JSON as well (coordinator/serving.py).
 _BODY_SLACK = 2 * 1024 * 1024
 
 
@@ -70,19 +71,37 @@ def main(log_level: str) -> None:
               help="TCP port to listen on.")
 @option("--threads", envvar="COORDINATOR_THREADS", default=32, show_default=True,
               type=click.IntRange(4, 1024), help="Request threads (long-polling workers hold one each).")
+@option("--connection-limit", envvar="CONNECTION_LIMIT", default=None, type=click.IntRange(min=1),
+              help="Open connections at once; more wait in the listen backlog [default: 1000].")
+@option("--channel-timeout", envvar="CHANNEL_TIMEOUT", default=None,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Close a connection idle this many seconds with no request running "
+                   "(also cuts a stalled request body) [default: 120].")
+@option("--header-timeout", envvar="HEADER_TIMEOUT", default=None,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds from a request's first byte to its last header line; slower "
+                   "requests get 408 and are closed [default: 10].")
+@option("--shutdown-grace", envvar="SHUTDOWN_GRACE_SECONDS", default=None,
+              type=click.FloatRange(min=0),
+              help="On SIGTERM/SIGINT, finish requests in flight for up to this many seconds "
+                   "(new ones get 503), then exit [default: 30].")
 @_data_dir_option
-def serve(host: str, port: int, threads: int, data_dir: str | None) -> None:
-    """Run the coordinator with waitress and the lease reaper."""
-    import waitress
-
+def serve(host: str, port: int, threads: int, connection_limit: int | None,
+          channel_timeout: float | None, header_timeout: float | None,
+          shutdown_grace: float | None, data_dir: str | None) -> None:
+    """Run the coordinator with waitress and the lease reaper; SIGTERM drains, then exits."""
+    from . import serving
     from .reaper import start_reaper
-    app = _make_app(data_dir, THREADS=threads)
+    app = _make_app(data_dir, THREADS=threads, CONNECTION_LIMIT=connection_limit,
+                    CHANNEL_TIMEOUT=channel_timeout, HEADER_TIMEOUT=header_timeout,
+                    SHUTDOWN_GRACE_SECONDS=shutdown_grace)
+    settings = serving.ServeSettings.from_app(app, host, port,
+                                              max_body=app.config["MAX_UPLOAD_BYTES"] + _BODY_SLACK)
     reaper = start_reaper(app)
     click.echo(f"coordinator listening on http://{host}:{port} (data dir {app.config['DATA_DIR']})")
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="dubfleet",
-                       max_request_body_size=app.config["MAX_UPLOAD_BYTES"] + _BODY_SLACK,
-                       connection_limit=max(100, threads * 4), channel_timeout=120)
+        from .state import get_state
+        serving.serve(app, settings, background=[reaper], on_drain=get_state(app).notifier.close)
     finally:
         reaper.stop()
 

@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_LIST_LIMIT": 200,
     # Requests one client/admin key may have in progress at once (beyond: 429 + Retry-After).
     "CLIENT_MAX_INFLIGHT": 8,
+    # Job list pages computed at once in this process (others wait; CPU-heavy views in many
+    # threads would stall every other request on the interpreter lock).
+    "LIST_CONCURRENCY": 2,
     # Upload temp files and stored files no row points to are removed once this old.
     "ORPHAN_GRACE_SECONDS": 3600.0,
     "ORPHAN_SWEEP_INTERVAL": 600.0,
@@ -78,6 +81,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "MAX_SOURCE_MB": int,
     "MAX_LIST_LIMIT": int,
     "CLIENT_MAX_INFLIGHT": int,
+    "LIST_CONCURRENCY": int,
     "ORPHAN_GRACE_SECONDS": float,
     "ORPHAN_SWEEP_INTERVAL": float,
     "CONNECTION_LIMIT": int,
@@ -142,6 +146,7 @@ def _check(config: dict[str, Any]) -> None:
         "MAX_SOURCE_MB": config["MAX_SOURCE_MB"] > 0,
         "MAX_LIST_LIMIT": config["MAX_LIST_LIMIT"] >= 1,
         "CLIENT_MAX_INFLIGHT": config["CLIENT_MAX_INFLIGHT"] >= 1,
+        "LIST_CONCURRENCY": config["LIST_CONCURRENCY"] >= 1,
         "ORPHAN_GRACE_SECONDS": config["ORPHAN_GRACE_SECONDS"] >= 0,
         "ORPHAN_SWEEP_INTERVAL": config["ORPHAN_SWEEP_INTERVAL"] > 0,
         "CONNECTION_LIMIT": config["CONNECTION_LIMIT"] >= 1,

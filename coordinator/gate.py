@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
-from .errors import TooManyRequests
+from .errors import ServiceUnavailable, TooManyRequests
 
 
 class KeyGate:
@@ -59,3 +59,27 @@ class Slot:
                 return
             self._released = True
         self._gate._leave(self._key_id)
+
+
+class CostlyViews:
+    """A process-wide cap on CPU-heavy views (job list pages) computing at once.
+
+    Python threads share one interpreter lock: a handful of CPU-bound threads make every other
+    request wait for the lock at each I/O step (the convoy effect), so one client paging through
+    jobs from many threads could stall everyone's submits for seconds. Extra costly requests
+    wait here without holding the lock; past `timeout` they get 503 + Retry-After.
+    """
+
+    def __init__(self, limit: int, timeout: float = 30.0):
+        self._semaphore = threading.BoundedSemaphore(limit)
+        self.timeout = timeout
+
+    def __enter__(self) -> "CostlyViews":
+        if not self._semaphore.acquire(timeout=self.timeout):
+            error = ServiceUnavailable("the coordinator is busy computing other pages; retry shortly")
+            error.headers["Retry-After"] = "2"
+            raise error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._semaphore.release()

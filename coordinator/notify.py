@@ -44,6 +44,15 @@ class ClaimNotifier:
         self._cond = threading.Condition()
         self._generation = 0
         self._waiters = 0
+        self._closed = False
+
+    def close(self) -> None:
+        """Shutting down: end every long poll now (they answer 204) and take no new waiters."""
+        with self._cond:
+            self._closed = True
+            self.max_waiters = 0
+            self._generation += 1
+            self._cond.notify_all()
 
     @property
     def waiters(self) -> int:
@@ -78,7 +87,7 @@ class ClaimNotifier:
                 generation = self._generation
             result = attempt()
             remaining = deadline - time.monotonic()
-            if result is not None or remaining <= 0:
+            if result is not None or remaining <= 0 or self._closed:
                 return result
             with self._cond:
                 if self._generation == generation:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from .callbacks import CallbackSender
-from .gate import KeyGate
+from .gate import CostlyViews, KeyGate
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
 from .storage import Storage
@@ -26,6 +26,7 @@ class CoordinatorState:
     workers: WorkerRegistry
     callbacks: CallbackSender | None
     gate: KeyGate
+    costly: CostlyViews
 
 
 def get_state(app: Flask | None = None) -> CoordinatorState:

@@ -72,6 +72,16 @@ class Coordinator:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` to the server if it is running (e.g. SIGTERM to start its drain)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the server to exit and return its exit code (TimeoutExpired if it does not)."""
+        assert self.proc is not None, "not started"
+        return self.proc.wait(timeout)
+
     def create_key(self, kind: str = "client", name: str = "test") -> str:
         """Create an API key with the real CLI and return it."""
         out = subprocess.run([str(BIN / "coordinator"), "create-key", "--kind", kind, "--name", name],

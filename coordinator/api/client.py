@@ -19,7 +19,7 @@ from ..state import get_state
 from ..storage import StoredFile
 from ..validation import NewJob, display_name, parse_idempotency_key, parse_int, parse_submission
 from ..workers import workers_online
-from .common import read_json, reply, send_stored, visible_job
+from .common import read_json, read_view, reply, send_stored, visible_job
 
 logger = logging.getLogger(__name__)
 
@@ -107,18 +107,22 @@ def _list_args() -> tuple[str | None, int, int]:
 
 @bp.get(Routes.JOBS)
 @require_key(KeyKind.CLIENT)
+@read_view
 def list_jobs() -> Response:
     """A page of the caller's jobs (admin: everyone's), newest first."""
     status, limit, offset = _list_args()
     principal = current_principal()
     owner = None if principal.is_admin else principal.key_id
-    page, total = queries.list_jobs(db.session, owner, status, limit, offset)
-    return reply({"jobs": job_views(db.session, page), "total": total,
-                  "limit": limit, "offset": offset})
+    with get_state().costly:
+        page, total = queries.list_jobs(db.session, owner, status, limit, offset)
+        body = {"jobs": job_views(db.session, page), "total": total, "limit": limit, "offset": offset}
+        db.session.rollback()  # end the read snapshot before the JSON encoding
+        return reply(body)
 
 
 @bp.get(Routes.JOB)
 @require_key(KeyKind.CLIENT)
+@read_view
 def get_job(job_id: str) -> Response:
     """The job view."""
     job = visible_job(job_id, current_principal())
@@ -157,6 +161,7 @@ def _send_artifact(job_id: str, name: str) -> Response:
 
 @bp.get(Routes.JOB_DOWNLOAD)
 @require_key(KeyKind.CLIENT)
+@read_view
 def download(job_id: str) -> Response:
     """The main result of a completed job."""
     job = visible_job(job_id, current_principal())
@@ -167,6 +172,7 @@ def download(job_id: str) -> Response:
 
 @bp.get(Routes.JOB_ARTIFACT)
 @require_key(KeyKind.CLIENT)
+@read_view
 def download_artifact(job_id: str, name: str) -> Response:
     """A named artifact of the completed run, or a partial one of the running attempt."""
     if not is_valid_artifact_name(name):
@@ -176,6 +182,7 @@ def download_artifact(job_id: str, name: str) -> Response:
 
 @bp.get(Routes.QUEUE_INFO)
 @require_key(KeyKind.CLIENT)
+@read_view
 def queue_info() -> Response:
     """Queue counts and throughput."""
     info = queries.queue_info(db.session)

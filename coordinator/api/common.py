@@ -1,15 +1,17 @@
 """Helpers shared by the views: JSON bodies, job lookup with ownership, file responses."""
 from __future__ import annotations
 
+import functools
 import json
 from urllib.parse import quote
-from typing import Any
+from typing import Any, Callable
 
 from flask import Response, jsonify, request, send_file
 
 from shared.protocol import SHA256_HEADER
 
 from ..auth import Principal
+from ..database import read_only
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..extensions import db
 from ..models import Job
@@ -37,6 +39,19 @@ def read_json(required: bool = False) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data
+
+
+def read_view(view: Callable) -> Callable:
+    """Run a view that only reads as a deferred (WAL snapshot) transaction, never holding the
+    SQLite write lock: a page of jobs being built must not keep submits and workers waiting."""
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with read_only():
+            try:
+                return view(*args, **kwargs)
+            finally:
+                db.session.rollback()
+    return wrapper
 
 
 def reply(payload: dict[str, Any], status: int = 200) -> Response:

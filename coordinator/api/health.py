@@ -9,6 +9,7 @@ from sqlalchemy import text
 from shared.errors import error_payload
 from shared.protocol import PROTOCOL_VERSION, Routes
 
+from ..database import read_only
 from ..extensions import db
 from ..state import get_state
 from .common import reply
@@ -21,8 +22,9 @@ bp = Blueprint("health", __name__)
 def _check_database() -> str:
     """'ok' or a short description of the failure."""
     try:
-        db.session.execute(text("SELECT 1"))
-        db.session.commit()
+        with read_only():  # a read is proof enough; never queue behind writers for the lock
+            db.session.execute(text("SELECT 1"))
+            db.session.rollback()
         return "ok"
     except Exception as exc:  # the health check reports, it never raises
         db.session.rollback()
