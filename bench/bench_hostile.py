@@ -70,9 +70,16 @@ def _cpu_percent(pid: int, work: Callable[[], object]) -> float:
     return round(100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0), 1)
 
 
+# A checkout of the code before the hardening (`git worktree add /tmp/before 2abe323`): when set
+# (--before), the "plain" server runs that code, so "plain" is the whole before-state.
+BEFORE: dict[str, str] = {}
+
+
 def start_server(kind: str, data_dir: Path) -> Coordinator:
     """Start a tuned (`coordinator serve`) or plain (old waitress settings) server."""
     coord = Coordinator(data_dir, threads=THREADS)
+    if kind == "plain" and BEFORE.get("root"):
+        coord.env["PYTHONPATH"] = BEFORE["root"]
     if kind == "tuned":
         return coord.start()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -282,8 +289,12 @@ BENCHES = {"unloaded": bench_unloaded, "slow": bench_slow, "list": bench_list}
 @click.command()
 @click.argument("which", type=click.Choice([*BENCHES, "all"]), default="all")
 @click.option("--samples", default=200, show_default=True, help="Requests per health series.")
-def main(which: str, samples: int) -> None:
+@click.option("--before", type=click.Path(file_okay=False, exists=True), default=None,
+              help="A checkout of the code before the hardening: the 'plain' server runs it.")
+def main(which: str, samples: int, before: str | None) -> None:
     """Run the hostile-client benchmarks and record the figures."""
+    if before:
+        BEFORE["root"] = str(Path(before).resolve())
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "hostile.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -292,6 +303,7 @@ def main(which: str, samples: int) -> None:
         for name in names:
             results[name] = BENCHES[name](Path(tmp), samples)
     results["when"] = time.strftime("%Y-%m-%d %H:%M")
+    results["plain_code"] = f"checkout {BEFORE['root']}" if BEFORE else "this checkout"
     results["cpus"] = os.cpu_count()
     path.write_text(json.dumps(results, indent=2))
     click.echo(json.dumps(results, indent=2))

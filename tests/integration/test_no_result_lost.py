@@ -109,6 +109,12 @@ def test_stored_files_match_rows_after_races(coordinator, admin, worker_api):
     assert _upload(worker_api, job_id, token, b"done").status_code == 200
     late = _upload(worker_api, job_id, "not-the-token", b"late", final=False)
     assert late.status_code == 409 and late.json()["error"] == "lease_lost"
+    # An operator can follow the job from the log alone: the claim, the refusal and its reason,
+    # the completion.
+    log = (coordinator.data_dir / "coordinator.log").read_text()
+    assert f"job {job_id} claimed by hostile" in log
+    assert f"refused POST /jobs/{job_id}/upload-result (worker session" in log and "lease_lost" in log
+    assert f"job {job_id}: completed by hostile with result" in log
     assert _stored_files(coordinator.data_dir) == _referenced_files(coordinator.data_dir)
     assert admin.get(f"/jobs/{job_id}/artifacts/partial").content == b"second"
 
