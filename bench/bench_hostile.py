@@ -85,7 +85,8 @@ def start_server(kind: str, data_dir: Path) -> Coordinator:
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(coord.log_path, "ab")
     coord.proc = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, str(coord.port)],
-                                  env=coord.env, stdout=log, stderr=subprocess.STDOUT)
+                                  env=coord.env, stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=BEFORE.get("root"))  # `-c` imports from the cwd first
     log.close()
     wait_http(f"{coord.url}/health", 30, coord.proc)
     return coord
