@@ -103,15 +103,15 @@ def _speed(value) -> float:
 
 
 def overlap_pays() -> bool:
-    """Whether recognising and voicing at once is faster here.
+    """Whether recognising and voicing at once is faster here: with a GPU or 2+ cores.
 
-    Measured on a 2-core CPU (bench/bench_pipeline.py): whisper and Kokoro each use every core,
-    so running them together was slower than in turn. Overlap pays when recognition runs on a
-    GPU or there are cores to spare.
+    The A/B on an idle 2-core CPU (bench/results/pipeline-overlap-ab.json) measured overlap
+    10-15 % faster (281 and 297 s against 335 and 312 s); the earlier runs that favoured running
+    in turn were taken while other processes loaded the machine. One core has nothing to overlap.
     """
     from worker.stages.transcribe import choose_device
 
-    return choose_device()[0] == "cuda" or (os.cpu_count() or 1) >= 4
+    return choose_device()[0] == "cuda" or (os.cpu_count() or 1) >= 2
 
 
 class Progress:
