@@ -5,12 +5,11 @@ import functools
 
 import sqlalchemy as sa
 
-from shared.protocol import JobKind, JobStatus
+from shared.protocol import LANGUAGE_KINDS, JobStatus
 
 from .models import Job
 
 QUEUED, RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
-LANGUAGE_KINDS = (JobKind.DUB.value, JobKind.SUBTITLE.value)
 _T = Job.__table__.c
 
 # Columns set by a claim: a new lease, one more attempt, a new run (which scopes artifacts).

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from shared.protocol import WorkerInfo
+from shared.protocol import LANGUAGE_KINDS, WorkerInfo
 
 from .models import Worker
 from .validation import clean_text
@@ -73,7 +73,6 @@ def workers_online(session: Session, window: float, now: float | None = None) ->
     return session.scalar(select(func.count()).select_from(Worker).where(Worker.last_seen >= now - window)) or 0
 
 
-LANGUAGE_KINDS = ("dub", "subtitle")
 
 
 def can_run(caps: dict, kind: str, asr_model: str | None, target_language: str) -> bool:

@@ -59,7 +59,12 @@ class JobKind(str, Enum):
     DUB = "dub"
     SUBTITLE = "subtitle"
     TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"  # a subtitle (.srt/.vtt) or text file in, the same format translated out
     ECHO = "echo"
+
+
+# Kinds whose result is in the job's target language: a claim needs a worker that covers it.
+LANGUAGE_KINDS = (JobKind.DUB.value, JobKind.SUBTITLE.value, JobKind.TRANSLATE.value)
 
 
 class KeyKind(str, Enum):

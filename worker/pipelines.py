@@ -7,6 +7,7 @@
 called once per kind on the first job of that kind (so models load once and stay loaded). If that
 module cannot be imported the media kinds are not advertised. It may also define
 `available_kinds() -> Iterable[str]` to advertise only the media kinds it can actually run.
+`translate` (subtitle and text files) needs only the translation engines, not the audio models.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from worker.errors import UnsupportedJob
 logger = logging.getLogger(__name__)
 
 MEDIA_KINDS = (JobKind.TRANSCRIBE.value, JobKind.SUBTITLE.value, JobKind.DUB.value)
+TEXT_KINDS = (JobKind.TRANSLATE.value,)
 Factory = Callable[[], Pipeline]
 
 
@@ -63,7 +65,19 @@ def media_factories() -> dict[str, Factory]:
     kinds = MEDIA_KINDS
     if hasattr(media, "available_kinds"):
         kinds = tuple(k for k in MEDIA_KINDS if k in set(media.available_kinds()))
-    return {kind: _media_factory(media.media_pipeline, kind) for kind in kinds}
+    factories = {kind: _media_factory(media.media_pipeline, kind) for kind in kinds}
+    factories.update(translate_factories())
+    return factories
+
+
+def translate_factories() -> dict[str, Factory]:
+    """The `translate` kind when its module imports (translation engines only)."""
+    try:
+        from worker.stages.subtitle_translate import TranslatePipeline
+    except Exception as exc:  # ImportError, or a broken native dependency
+        logger.info("translate kind not available: %s: %s", type(exc).__name__, exc)
+        return {}
+    return {JobKind.TRANSLATE.value: TranslatePipeline}
 
 
 def _media_factory(build: Callable[[str], Pipeline], kind: str) -> Factory:
@@ -77,6 +91,8 @@ def default_registry(kinds: Iterable[str] | None = None) -> PipelineRegistry:
     factories: dict[str, Factory] = {JobKind.ECHO.value: EchoPipeline}
     if wanted is None or any(k in MEDIA_KINDS for k in wanted):
         factories.update(media_factories())
+    elif any(k in TEXT_KINDS for k in wanted):
+        factories.update(translate_factories())
     registry = PipelineRegistry(factories)
     if wanted is None:
         return registry
