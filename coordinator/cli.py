@@ -114,7 +114,9 @@ def serve(host: str, port: int, threads: int, connection_limit: int | None,
 def create_key(app: Flask, kind: str, name: str) -> None:
     """Create an API key and print it (it is shown only this once)."""
     from .auth import create_key as make
+    from . import audit
     row, plain = make(db.session, KeyKind(kind), name.strip()[:128] or kind)
+    audit.record(db.engine, "key_created", audit.Actor(None, "cli"), detail=f"#{row.id} {kind} {row.name!r}")
     click.echo(plain)
     click.echo(f"created {kind} key #{row.id} {name!r}; store it now, it cannot be shown again", err=True)
 
@@ -137,8 +139,10 @@ def list_keys(app: Flask) -> None:
 def revoke_key(app: Flask, key_id: int) -> None:
     """Revoke an API key; requests using it get 401 from now on."""
     from .auth import revoke_key as revoke
+    from . import audit
     if not revoke(db.session, key_id):
         raise click.ClickException(f"no active key with id {key_id}")
+    audit.record(db.engine, "key_revoked", audit.Actor(None, "cli"), detail=f"#{key_id}")
     click.echo(f"revoked key #{key_id}")
 
 
@@ -157,3 +161,44 @@ def prune(app: Flask, days: float) -> None:
         storage.remove_job(job_id)
     gone = prune_workers(db.session, time.time() - max(days * 86400, 86400))
     click.echo(f"pruned {len(removed)} jobs and {gone} worker sessions")
+
+
+def _parse_since(value: str | None) -> float | None:
+    """Epoch seconds from '2026-11-30', '2026-11-30T12:00', or a relative '90m', '24h', '7d'."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    from datetime import datetime, timezone
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use an ISO date/time (2026-11-30, 2026-11-30T12:00) or 90m/24h/7d",
+                                 param_hint="--since") from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+@main.command()
+@option("--key", "key_name", envvar="DUBFLEET_AUDIT_KEY", default=None, help="Only this key's events (its name).")
+@option("--since", envvar="DUBFLEET_AUDIT_SINCE", default=None,
+        help="Only events since then: an ISO date/time (UTC unless given) or 90m / 24h / 7d.")
+@option("--job", "job_id", envvar="DUBFLEET_AUDIT_JOB", default=None, help="Only this job's events.")
+@option("--limit", envvar="DUBFLEET_AUDIT_LIMIT", default=1000, show_default=True, type=click.IntRange(1))
+@option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_with_app
+def audit(app: Flask, key_name: str | None, since: str | None, job_id: str | None, limit: int,
+          as_json: bool) -> None:
+    """Show the audit log: key changes, submits, cancels, retries, downloads (oldest first)."""
+    import json
+
+    from . import audit as audit_log
+    for event in audit_log.events(db.engine, key_name=key_name, since=_parse_since(since),
+                                  job_id=job_id, limit=limit):
+        if as_json:
+            click.echo(json.dumps(event))
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"]))
+        who = event["key_name"] + (f"#{event['key_id']}" if event["key_id"] is not None else "")
+        click.echo(f"{when}Z\t{who}\t{event['action']}\t{event['job_id'] or '-'}\t"
+                   f"{event['remote']}\t{event['detail']}")

@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "CONNECTION_LIMIT": 1000,
     "CHANNEL_TIMEOUT": 120.0,
     "HEADER_TIMEOUT": 10.0,
+    # Finished jobs older than this many days are deleted by the reaper (None/0: keep forever),
+    # with per-kind overrides "echo=1,dub=30".
+    "RETENTION_DAYS": None,
+    "RETENTION_DAYS_BY_KIND": None,
     # On SIGTERM: finish in-flight requests for up to this long (new ones get 503), then exit.
     "SHUTDOWN_GRACE_SECONDS": 30.0,
 }
@@ -88,6 +92,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "CHANNEL_TIMEOUT": float,
     "HEADER_TIMEOUT": float,
     "SHUTDOWN_GRACE_SECONDS": float,
+    "RETENTION_DAYS": float,
+    "RETENTION_DAYS_BY_KIND": str,
 }
 
 # Environment variable name -> config key, where they differ.
@@ -154,6 +160,10 @@ def _check(config: dict[str, Any]) -> None:
         "HEADER_TIMEOUT": config["HEADER_TIMEOUT"] > 0,
         "SHUTDOWN_GRACE_SECONDS": config["SHUTDOWN_GRACE_SECONDS"] >= 0,
     }
+    if config["RETENTION_DAYS"] is not None and config["RETENTION_DAYS"] < 0:
+        rules["RETENTION_DAYS"] = False
+    from .retention import parse_by_kind
+    parse_by_kind(config["RETENTION_DAYS_BY_KIND"])  # raises ValueError with the bad entry
     bad = [name for name, ok in rules.items() if not ok]
     if bad:
         raise ValueError(f"invalid coordinator settings: {', '.join(bad)}")

@@ -50,6 +50,16 @@ def read_only() -> Iterator[None]:
         _READ_ONLY.reset(token)
 
 
+@contextlib.contextmanager
+def writing() -> Iterator[None]:
+    """Leave a `read_only()` block for a short write of its own (on its own connection)."""
+    token = _READ_ONLY.set(False)
+    try:
+        yield
+    finally:
+        _READ_ONLY.reset(token)
+
+
 def _sqlite_begin(conn) -> None:
     """Start every writing transaction holding the write lock, so it never upgrades late."""
     conn.exec_driver_sql("BEGIN" if _READ_ONLY.get() else "BEGIN IMMEDIATE")

@@ -108,3 +108,19 @@ class Worker(db.Model):
     capabilities: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     first_seen: Mapped[float] = mapped_column(sa.Float)
     last_seen: Mapped[float] = mapped_column(sa.Float, index=True)
+
+
+class AuditEvent(db.Model):
+    """Who did what, when, from where: key changes, submits, cancels, retries, downloads."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (sa.Index("ix_audit_at", "at"), sa.Index("ix_audit_key", "key_id", "at"))
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(sa.Float)
+    key_id: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    key_name: Mapped[str] = mapped_column(sa.String(128), default="")
+    action: Mapped[str] = mapped_column(sa.String(32))
+    job_id: Mapped[Optional[str]] = mapped_column(sa.String(32))
+    detail: Mapped[str] = mapped_column(sa.Text, default="")
+    remote: Mapped[str] = mapped_column(sa.String(255), default="")

@@ -92,13 +92,21 @@ def queue_info(session: Session, now: float | None = None) -> dict[str, Any]:
 
 
 def prune(session: Session, older_than_seconds: float, now: float | None = None,
-          batch: int = 500) -> list[str]:
-    """Delete terminal jobs finished more than `older_than_seconds` ago; returns their ids."""
+          batch: int = 500, kinds: Sequence[str] | None = None,
+          exclude_kinds: Sequence[str] = ()) -> list[str]:
+    """Delete terminal jobs finished more than `older_than_seconds` ago; returns their ids.
+
+    Never a queued or running job. `kinds` limits it to those kinds, `exclude_kinds` skips some.
+    """
     cutoff = _now(now) - older_than_seconds
     removed: list[str] = []
+    where = [Job.status.in_(TERMINAL), Job.finished_at < cutoff]
+    if kinds is not None:
+        where.append(Job.kind.in_(list(kinds)))
+    if exclude_kinds:
+        where.append(Job.kind.not_in(list(exclude_kinds)))
     while True:
-        ids = list(session.scalars(select(Job.id).where(Job.status.in_(TERMINAL), Job.finished_at < cutoff)
-                                   .limit(batch)))
+        ids = list(session.scalars(select(Job.id).where(*where).limit(batch)))
         if not ids:
             session.rollback()
             return removed

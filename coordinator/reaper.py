@@ -8,7 +8,7 @@ from flask import Flask
 
 import time
 
-from . import jobs
+from . import jobs, retention
 from .extensions import db
 from .state import get_state
 from .sweeper import SweepReport, Sweeper
@@ -25,13 +25,16 @@ class Reaper(threading.Thread):
         self.interval = interval
         self.sweep_interval = float(sweep_interval or app.config["ORPHAN_SWEEP_INTERVAL"])
         self.sweeper = Sweeper(get_state(app).storage, float(app.config["ORPHAN_GRACE_SECONDS"]))
+        self.retention = retention.RetentionPolicy.from_config(app.config)
         self._next_sweep = time.monotonic() + self.sweep_interval
         self._stop_event = threading.Event()
 
     def sweep_once(self) -> SweepReport:
-        """One pass of the orphan sweep."""
+        """One housekeeping pass: retention, then the orphan sweep."""
         with self.app.app_context():
             try:
+                if self.retention.active:
+                    retention.apply(db.session, get_state(self.app).storage, self.retention)
                 return self.sweeper.sweep(db.session)
             finally:
                 db.session.remove()

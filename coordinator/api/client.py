@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request
 
 from shared.protocol import IDEMPOTENCY_HEADER, JobStatus, KeyKind, Routes, is_valid_artifact_name
 
-from .. import jobs, queries
+from .. import audit, jobs, queries
 from ..auth import current_principal, require_key
 from ..errors import BadRequest, Conflict, NotFound, ValidationFailed
 from ..extensions import db
@@ -74,6 +74,12 @@ def _store_and_submit(new: NewJob, stream: BinaryIO | None, idem: str | None) ->
     return job, created
 
 
+def _audit(action: str, job_id: str, detail: str = "") -> None:
+    """Record a client action in the audit log."""
+    principal = current_principal()
+    audit.record(db.engine, action, audit.Actor(principal.key_id, principal.name), job_id, detail)
+
+
 @bp.post(Routes.JOBS)
 @bp.post(Routes.UPLOAD_ASYNC)
 @require_key(KeyKind.CLIENT)
@@ -90,6 +96,9 @@ def submit_job() -> Response:
     db.session.rollback()  # no transaction may stay open while the upload streams
     job, created = _store_and_submit(new, stream, idem)
     logger.info("job %s %s (%s)", job.id, "queued" if created else "deduplicated", job.kind)
+    if created:
+        _audit("submit", job.id, f"kind={job.kind} {job.source_language}->{job.target_language} "
+                                 f"input={job.input_name!r} size={job.input_size}")
     return reply(submit_reply(db.session, job), 202 if created else 200)
 
 
@@ -135,6 +144,7 @@ def cancel_job(job_id: str) -> Response:
     """Cancel a queued job now, or ask a running one to stop."""
     visible_job(job_id, current_principal())
     job = jobs.cancel(db.session, job_id, events=get_state().events)
+    _audit("cancel", job_id, f"-> {job.status}")
     return reply(job_view(db.session, job))
 
 
@@ -144,6 +154,7 @@ def retry_job(job_id: str) -> Response:
     """Requeue a failed or cancelled job."""
     visible_job(job_id, current_principal())
     job = jobs.retry(db.session, job_id, events=get_state().events)
+    _audit("retry", job_id)
     return reply(job_view(db.session, job))
 
 
@@ -155,7 +166,10 @@ def _send_artifact(job_id: str, name: str) -> Response:
         raise NotFound(f"the job has no artifact named {name[:128]!r}")
     artifact = match[0]
     relpath, sha256, content_type = artifact.path, artifact.sha256, artifact.content_type
+    size = artifact.size
     db.session.rollback()  # release the database before streaming the file
+    if request.headers.get("Range", "bytes=0-").startswith("bytes=0-"):  # once, not per range
+        _audit("download", job_id, f"{name} ({size} bytes)")
     return send_stored(relpath, sha256, name, content_type)
 
 
