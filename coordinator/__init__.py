@@ -12,6 +12,7 @@ from .database import configure_engine
 from .errors import register_error_handlers
 from .extensions import db
 from .gate import CostlyViews, KeyGate
+from .metrics import Metrics, install_http_timing
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
 from .state import EXTENSION_KEY, CoordinatorState, get_state
@@ -50,7 +51,8 @@ def _init_state(app: Flask) -> CoordinatorState:
                              notifier=notifier, events=AppEvents(notifier, sender),
                              workers=WorkerRegistry(), callbacks=sender,
                              gate=KeyGate(int(app.config["CLIENT_MAX_INFLIGHT"])),
-                             costly=CostlyViews(int(app.config["LIST_CONCURRENCY"])))
+                             costly=CostlyViews(int(app.config["LIST_CONCURRENCY"])),
+                             metrics=Metrics())
     app.extensions[EXTENSION_KEY] = state
     return state
 
@@ -74,6 +76,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _init_state(app)
     _init_database(app)
     register_error_handlers(app)
+    state = get_state(app)
+    state.metrics.watch_queue(app)
+    install_http_timing(app, state.metrics)
     from .api import register_blueprints
     register_blueprints(app)
     logger.info("coordinator ready: data dir %s, database %s", app.config["DATA_DIR"],

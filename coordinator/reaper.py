@@ -49,7 +49,10 @@ class Reaper(threading.Thread):
         """One pass over expired leases."""
         with self.app.app_context():
             try:
-                return jobs.reap(db.session, events=get_state(self.app).events)
+                state = get_state(self.app)
+                counts = jobs.reap(db.session, events=state.events)
+                state.metrics.reaped(counts)
+                return counts
             finally:
                 db.session.remove()
 

@@ -7,6 +7,7 @@ from flask import Flask, current_app
 
 from .callbacks import CallbackSender
 from .gate import CostlyViews, KeyGate
+from .metrics import Metrics
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
 from .storage import Storage
@@ -27,6 +28,7 @@ class CoordinatorState:
     callbacks: CallbackSender | None
     gate: KeyGate
     costly: CostlyViews
+    metrics: Metrics
 
 
 def get_state(app: Flask | None = None) -> CoordinatorState:

@@ -86,6 +86,7 @@ class Routes:
     JOB_DOWNLOAD = "/jobs/<job_id>/download"
     JOB_ARTIFACT = "/jobs/<job_id>/artifacts/<name>"
     QUEUE_INFO = "/queue/info"
+    METRICS = "/metrics"
     # worker side
     NEXT = "/jobs/next"
     CLAIM_NEXT = "/jobs/claim"

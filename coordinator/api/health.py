@@ -7,8 +7,9 @@ from flask import Blueprint, Response
 from sqlalchemy import text
 
 from shared.errors import error_payload
-from shared.protocol import PROTOCOL_VERSION, Routes
+from shared.protocol import PROTOCOL_VERSION, KeyKind, Routes
 
+from ..auth import require_key
 from ..database import read_only
 from ..extensions import db
 from ..state import get_state
@@ -40,6 +41,13 @@ def _check_storage() -> str:
     except OSError as exc:
         logger.warning("health: storage check failed: %s", exc)
         return "error"
+
+
+@bp.get(Routes.METRICS)
+@require_key(KeyKind.ADMIN)
+def metrics() -> Response:
+    """Prometheus metrics (admin key)."""
+    return get_state().metrics.exposition()
 
 
 @bp.get(Routes.HEALTH)

@@ -44,6 +44,7 @@ def _lease_token() -> str | None:
 def _claimed_reply(claimed: jobs.Claimed) -> Response:
     """200 with the ClaimedJob."""
     body = claimed_job(claimed.job, claimed.lease_token, claimed.lease_expires_at, get_state().policy)
+    get_state().metrics.claimed(body.job_id, body.kind)
     logger.info("job %s claimed by %s (attempt %s)", body.job_id, claimed.job["worker_id"], body.attempt)
     return reply(body.to_dict())
 
@@ -124,6 +125,7 @@ def heartbeat(job_id: str) -> Response:
     beat = parse_heartbeat(read_json())
     _touch()
     answer = jobs.heartbeat(db.session, job_id, _lease_token(), beat, get_state().policy)
+    get_state().metrics.stage_seen(job_id, beat.stage)
     return reply(answer.to_dict())
 
 
@@ -201,6 +203,8 @@ def upload_result(job_id: str) -> Response:
         raise
     finally:
         state.storage.discard(received)
+    if args.final and not upload.repeated:
+        state.metrics.ended(job_id, upload.status)
     if upload.replaced and upload.replaced != publisher.relpath:
         state.storage.remove(upload.replaced)
     return reply({"artifact": upload.artifact.to_dict(), "status": upload.status,
@@ -218,6 +222,7 @@ def complete(job_id: str) -> Response:
     detected = parse_language(detected, "detected_language", False) if detected else None
     _touch()
     job = jobs.complete(db.session, job_id, _lease_token(), main, detected, events=get_state().events)
+    get_state().metrics.ended(job_id, job.status, job.kind)
     return reply({"job_id": job_id, "status": job.status})
 
 
@@ -231,6 +236,7 @@ def fail(job_id: str) -> Response:
     state = get_state()
     job = jobs.fail(db.session, job_id, _lease_token(), report.reason, report.retryable, state.policy,
                     events=state.events)
+    state.metrics.ended(job_id, job.status, job.kind)
     return reply({"job_id": job_id, "status": job.status, "attempts": job.attempts,
                   "available_at": job.available_at})
 
