@@ -45,6 +45,12 @@ DEFAULTS: dict[str, Any] = {
     "CONNECTION_LIMIT": 1000,
     "CHANNEL_TIMEOUT": 120.0,
     "HEADER_TIMEOUT": 10.0,
+    # Per-key request budgets (Flask-Limiter syntax), clients and workers in separate buckets;
+    # counters in memory, or shared in Redis with RATELIMIT_STORAGE_URI=redis://host:6379.
+    "RATELIMIT_ENABLED": True,
+    "CLIENT_RATE_LIMIT": "3000 per minute",
+    "WORKER_RATE_LIMIT": "60000 per minute",
+    "RATELIMIT_STORAGE_URI": "memory://",
     # Finished jobs older than this many days are deleted by the reaper (None/0: keep forever),
     # with per-kind overrides "echo=1,dub=30".
     "RETENTION_DAYS": None,
@@ -93,6 +99,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "HEADER_TIMEOUT": float,
     "SHUTDOWN_GRACE_SECONDS": float,
     "RETENTION_DAYS": float,
+    "RATELIMIT_ENABLED": _to_bool,
+    "CLIENT_RATE_LIMIT": str,
+    "WORKER_RATE_LIMIT": str,
+    "RATELIMIT_STORAGE_URI": str,
     "RETENTION_DAYS_BY_KIND": str,
 }
 
@@ -164,6 +174,12 @@ def _check(config: dict[str, Any]) -> None:
         rules["RETENTION_DAYS"] = False
     from .retention import parse_by_kind
     parse_by_kind(config["RETENTION_DAYS_BY_KIND"])  # raises ValueError with the bad entry
+    from limits import parse_many
+    for name in ("CLIENT_RATE_LIMIT", "WORKER_RATE_LIMIT"):
+        try:
+            parse_many(str(config[name]))
+        except ValueError:
+            rules[name] = False
     bad = [name for name, ok in rules.items() if not ok]
     if bad:
         raise ValueError(f"invalid coordinator settings: {', '.join(bad)}")

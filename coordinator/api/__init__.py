@@ -10,6 +10,9 @@ def register_blueprints(app: Flask) -> None:
     from .health import bp as health_bp
     from .worker import bp as worker_bp
 
+    from ..ratelimit import init_rate_limits
+
+    init_rate_limits(app, client=client_bp, worker=worker_bp, exempt=health_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(worker_bp)
     app.register_blueprint(client_bp)
