@@ -140,7 +140,8 @@ def run_job(n: int, kind: str, overlap: bool, video: Path, duration: float, tmp:
     summary = result.info.get("summary")
     if summary:
         out["segments"] = summary["segments"]
-        out["dub_summary"] = {k: summary[k] for k in ("voiced", "flags", "max_speed", "mean_speed")}
+        out["dub_summary"] = {k: summary.get(k) for k in ("voiced", "flags", "max_speed",
+                                                          "mean_speed", "onsets")}
     else:
         path = next(o.path for o in result.outputs if o.name == "transcript.json")
         out["segments"] = len(json.loads(Path(path).read_text())["segments"])

@@ -25,5 +25,14 @@ fi
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 .venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres]"
 .venv/bin/python scripts/coqui_cpu_fix.py
+# Kokoro's own es/fr/it/pt voices: `npm pack kokoro-js` (tarball only, sha256-pinned) into the model
+# cache. Optional: without npm or a network the worker falls back to the Japanese voice pack.
+t0=$(date +%s)
+if .venv/bin/python -m worker.kokoro_voices; then
+  rm -f .venv/.kokoro-voices-skipped
+else
+  echo "npm kokoro-js unavailable at setup ($(date -u +%FT%TZ))" > .venv/.kokoro-voices-skipped
+fi
+echo "setup: kokoro voices step took $(( $(date +%s) - t0 )) s"
 touch .venv/.setup-done
 echo "setup: done (.venv ready)"

@@ -351,7 +351,9 @@ def synthesis_languages(engines: list[str]) -> set[str]:
         return set(LANGUAGES)
     langs = set()
     if "kokoro" in engines:
-        langs.add("es")
+        from worker.kokoro_voices import installed_languages
+
+        langs |= {"es"} | installed_languages()  # es with the Japanese pack at worst
     if "piper" in engines:
         langs.add("en")
     return langs

@@ -54,6 +54,7 @@ def _tts_entries() -> list[ModelEntry]:
               "ready" if kokoro_joined else "ready (joined on first use)")
     return [
         ModelEntry("tts", "kokoro-v1.0-int8", "kokoro", "package", kokoro),
+        *_kokoro_voice_entries(),
         ModelEntry("tts", registry.PIPER_VOICE, "piper", "package",
                    "ready" if "piper" in engines else "not installed"),
         ModelEntry("tts", "espeak-ng", "espeak-ng", "system",
@@ -61,6 +62,26 @@ def _tts_entries() -> list[ModelEntry]:
         ModelEntry("tts", "coqui", "coqui", "package",
                    "runtime installed" if "coqui" in engines else "not installed"),
     ]
+
+
+def _kokoro_voice_entries() -> list[ModelEntry]:
+    """One row per native Kokoro voice (installed by `make setup` from npm kokoro-js)."""
+    from worker import kokoro_voices
+
+    installed = kokoro_voices.installed_voices()
+    path = str(registry.model_dir() / kokoro_voices.VOICES_FILE)
+    rows = []
+    for name in kokoro_voices.VOICES:
+        lang = kokoro_voices.voice_language(name)
+        if lang is None:
+            continue  # jm_kumo: also in the Japanese pack
+        ready = name in installed
+        what = f"({lang}, {kokoro_voices.voice_gender(name)})"
+        rows.append(ModelEntry(
+            "tts", f"kokoro:{name}", "kokoro", f"npm:{kokoro_voices.NPM_SPEC}",
+            f"ready {what}" if ready else f"not installed {what}: make setup",
+            path if ready else ""))
+    return rows
 
 
 def collect_entries() -> list[ModelEntry]:
@@ -95,7 +116,8 @@ def list_command(as_json: bool) -> None:
 @models.command("install")
 @click.argument("name")
 def install_command(name: str) -> None:
-    """Download a model (online machines only): a whisper model name or an Argos pair (en-es)."""
+    """Download a model (online machines only): a whisper model name, an Argos pair (en-es) or
+    kokoro-voices (Kokoro's es/fr/it/pt voices, via npm)."""
     try:
         click.echo(_install(name))
     except UnsupportedJob as exc:
@@ -111,6 +133,13 @@ def _install(name: str) -> str:
 
         info = install_argos_pair(pair.group(1), pair.group(2))
         return f"installed Argos package {info.from_code}→{info.to_code} at {info.path}"
+    if name == "kokoro-voices":
+        from worker import kokoro_voices
+
+        try:
+            return kokoro_voices.install()
+        except (kokoro_voices.VoiceInstallError, OSError) as exc:
+            raise UnsupportedJob(str(exc)) from exc
     if name in ("tiny.en", "base") and name in registry.offline_asr_models():
         return f"model '{name}' ships in a package; ready at {registry.resolve_asr_model(name)}"
     return f"downloaded model '{name}' to {registry.resolve_asr_model(name, allow_download=True)}"
@@ -151,6 +180,11 @@ def _verify_files() -> list[tuple[str, callable]]:
         checks.append(("asr base model.bin size", _verify_base_size))
     if registry.kokoro_available():
         checks.append(("kokoro model sha256", _verify_kokoro))
+    from worker import kokoro_voices
+
+    if any((registry.model_dir() / f).exists()  # verify what setup installed, if it did
+           for f in (kokoro_voices.VOICES_FILE, kokoro_voices.MANIFEST_FILE)):
+        checks.append(("kokoro native voices", kokoro_voices.verify))
     if registry.piper_available():
         checks.append(("piper voice files", _verify_piper))
     return checks

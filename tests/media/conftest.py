@@ -19,7 +19,14 @@ atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
 for _var, _sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
                    ("XDG_CACHE_HOME", "cache"), ("ARGOS_PACKAGES_DIR", "argos-packages")):
     os.environ[_var] = str(_SANDBOX / _sub)
-os.environ.setdefault("DUBFLEET_MODEL_DIR", str(_SANDBOX / "models"))
+if not os.environ.get("DUBFLEET_MODEL_DIR"):
+    os.environ["DUBFLEET_MODEL_DIR"] = str(_SANDBOX / "models")
+    # `make setup` puts Kokoro's native voices (5 MB) into the default cache: copy them in
+    _DEFAULT_MODELS = Path.home() / ".cache" / "dubfleet" / "models"
+    for _name in ("kokoro-voices-v1.0.npz", "kokoro-voices-v1.0.json"):
+        if (_DEFAULT_MODELS / _name).is_file():
+            (_SANDBOX / "models").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(_DEFAULT_MODELS / _name, _SANDBOX / "models" / _name)
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")

@@ -145,6 +145,31 @@ def fade_edges(audio: np.ndarray, sample_rate: int, fade_in: float = 0.0,
     return out
 
 
+def trim_silence(audio: np.ndarray, sample_rate: int, threshold_db: float = -50.0,
+                 below_peak_db: float = 40.0, pad: float = 0.01, frame: float = 0.01) -> np.ndarray:
+    """Drop leading/trailing silence (a TTS engine's padding), keeping `pad` s next to the sound.
+
+    Silence is 10 ms frames whose RMS is below max(threshold_db, loudest frame - below_peak_db)
+    dBFS; a lone loud frame (a click) is not sound. All silence gives an empty array.
+    """
+    hop = max(1, int(round(frame * sample_rate)))
+    n = len(audio) // hop
+    if n == 0:
+        return audio[:0]
+    frames = np.asarray(audio[:n * hop], dtype=np.float64).reshape(n, hop)
+    level = 20.0 * np.log10(np.maximum(np.sqrt(np.mean(frames * frames, axis=1)), 1e-9))
+    loud = level > max(threshold_db, float(level.max()) - below_peak_db)
+    neighbour = np.zeros(n, bool)
+    neighbour[1:] |= loud[:-1]
+    neighbour[:-1] |= loud[1:]
+    sound = loud & neighbour if n > 1 else loud
+    idx = np.flatnonzero(sound)
+    if len(idx) == 0:
+        return audio[:0]
+    keep = int(round(pad * sample_rate))
+    return audio[max(0, idx[0] * hop - keep):min(len(audio), (idx[-1] + 1) * hop + keep)]
+
+
 def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
     """Trim or zero-pad along axis 0 to exactly n samples."""
     if len(audio) >= n:

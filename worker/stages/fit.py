@@ -1,9 +1,12 @@
-"""Timing fit and mix: place each dubbed clip at its source start and mix it over the original.
+"""Timing fit and mix: place each dubbed clip at its line's start and mix it over the original.
 
-Placement is absolute (sample index = round(source start × rate)), so there is no cumulative
-drift. A clip longer than its slot first borrows the silence up to the next segment (less `gap`),
+Placement is absolute (sample index = round(start × rate)), so there is no cumulative drift.
+The start is the line's speech onset when one is given (`worker.stages.onset`: where the speaker
+really starts, not the recogniser's early segment start), else the segment start; each clip is
+used without the TTS engine's own leading/trailing silence, so the voice itself lands there.
+A clip longer than its slot first borrows the silence up to the next line's start (less `gap`),
 then is sped up (pitch kept, ffmpeg atempo) only as much as needed, up to `max_speed`; what still
-does not fit is cut with a fade and flagged `overflow`. Clips never overlap the next segment.
+does not fit is cut with a fade and flagged `overflow`. Clips never overlap the next line.
 The voice track and the mix are float32 at `FitOptions.sample_rate` (48 kHz by default, the rate
 the muxer encodes), and exactly as long as the source.
 """
@@ -11,8 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,8 @@ class FitOptions:
     min_speed: float = 1.0  # < 1.0 lets short clips be slowed to fill their slot
     gap: float = 0.05  # silence kept before the next segment
     fade: float = 0.03  # fade-out where an overflowing clip is cut
-    trim_silence_db: float = -50.0  # leading/trailing TTS silence below this is dropped
+    trim_silence_db: float = -50.0  # leading/trailing TTS silence below this is dropped,
+    trim_below_peak_db: float = 40.0  # and so is what lies this far below the clip's loudest
 
 
 @dataclass(frozen=True)
@@ -102,35 +106,53 @@ def slot_limits(timeline: Sequence[TranslatedSegment], duration: float, gap: flo
 
 
 def fit_segments(synthesized: Sequence[SynthesizedSegment], timeline: Sequence[TranslatedSegment],
-                 duration: float, options: FitOptions = FitOptions()) -> FitResult:
-    """Place every synthesized clip on a voice track as long as the source (`duration` s)."""
+                 duration: float, options: FitOptions = FitOptions(),
+                 onsets: Mapping[int, float] | None = None) -> FitResult:
+    """Place every synthesized clip on a voice track as long as the source (`duration` s).
+
+    `onsets` maps a segment index to where its line starts (its speech onset); a clip starts
+    there instead of at the segment start, and the previous clip may run until it (less `gap`).
+    An onset after the segment's end or before the previous segment's end is ignored.
+    """
     sr = options.sample_rate
     track = np.zeros(int(round(duration * sr)), np.float32)
     by_index = {s.index: s for s in synthesized}
     ordered = sorted(timeline, key=lambda s: (s.start, s.index))
+    starts = [_start(seg, (onsets or {}).get(seg.index), ordered[i - 1].end if i else 0.0)
+              for i, seg in enumerate(ordered)]
+    shifted = [replace(seg, start=start) for seg, start in zip(ordered, starts)]
     placed = []
-    for seg, limit in zip(ordered, slot_limits(ordered, duration, options.gap)):
-        placed.append(_place(by_index.get(seg.index), seg, limit, track, options))
+    for seg, moved, limit in zip(ordered, shifted, slot_limits(shifted, duration, options.gap)):
+        placed.append(_place(by_index.get(seg.index), moved, limit, track, options, seg.start))
     return FitResult(tuple(placed), track, sr)
 
 
-def _place(synth: SynthesizedSegment | None, seg: TranslatedSegment, limit: float,
-           track: np.ndarray, options: FitOptions) -> PlacedSegment:
-    """Fit one clip and add it into the track at its source start.
+def _start(seg: TranslatedSegment, onset: float | None, prev_end: float) -> float:
+    """Where a line's clip starts: its onset if within [previous end, own end), else its start."""
+    if onset is None or not min(prev_end, seg.start) <= onset < max(seg.end, seg.start + _EPS):
+        return seg.start
+    return float(onset)
 
-    `synth_duration` reports the clip as used: without the TTS engine's leading/trailing silence.
+
+def _place(synth: SynthesizedSegment | None, seg: TranslatedSegment, limit: float,
+           track: np.ndarray, options: FitOptions, slot_start: float) -> PlacedSegment:
+    """Fit one clip and add it into the track at `seg.start` (the line's onset).
+
+    `slot_start` is the recogniser's segment start, kept for the report. `synth_duration`
+    reports the clip as used: without the TTS engine's leading/trailing silence.
     """
     if synth is None or synth.wav_path is None:
         flags = synth.flags if synth else ("missing",)
-        return PlacedSegment(seg.index, seg.start, seg.end, seg.start, seg.start, 0.0, 1.0,
+        return PlacedSegment(seg.index, slot_start, seg.end, seg.start, seg.start, 0.0, 1.0,
                              synth.engine if synth else "", tuple(flags))
     sr = options.sample_rate
     first = int(round(seg.start * sr))
     if first >= len(track):
         logger.warning("segment %d starts after the end of the source; not placed", seg.index)
-        return PlacedSegment(seg.index, seg.start, seg.end, seg.start, seg.start, synth.duration,
-                             1.0, synth.engine, tuple(synth.flags) + ("out_of_range",))
-    clip = _load_clip(synth.wav_path, sr, options.trim_silence_db)
+        return PlacedSegment(seg.index, slot_start, seg.end, seg.start, seg.start,
+                             synth.duration, 1.0, synth.engine,
+                             tuple(synth.flags) + ("out_of_range",))
+    clip = _load_clip(synth.wav_path, sr, options.trim_silence_db, options.trim_below_peak_db)
     plan = plan_slot(seg.start, seg.end, limit, len(clip) / sr, options)
     fitted = _stretch_to(clip, sr, plan, seg.start, options.fade)
     fitted = fitted[:len(track) - first]
@@ -138,19 +160,16 @@ def _place(synth: SynthesizedSegment | None, seg: TranslatedSegment, limit: floa
     flags = tuple(synth.flags) + plan.flags + (() if len(clip) else ("silent_audio",))
     if plan.flags:
         logger.info("segment %d: %s (speed %.2f)", seg.index, ",".join(plan.flags), plan.speed)
-    return PlacedSegment(seg.index, seg.start, seg.end, first / sr, (first + len(fitted)) / sr,
+    return PlacedSegment(seg.index, slot_start, seg.end, first / sr, (first + len(fitted)) / sr,
                          len(clip) / sr, round(plan.speed, 4), synth.engine, flags)
 
 
-def _load_clip(path: Path, sample_rate: int, threshold_db: float) -> np.ndarray:
+def _load_clip(path: Path, sample_rate: int, threshold_db: float,
+               below_peak_db: float = 40.0) -> np.ndarray:
     """Read a TTS clip as mono at the track rate, without its leading/trailing silence."""
     audio, sr = A.read_wav(path)
     audio = A.resample(audio, sr, sample_rate)
-    loud = np.flatnonzero(np.abs(audio) > 10.0 ** (threshold_db / 20.0))
-    if len(loud) == 0:
-        return audio[:0]
-    pad = int(0.02 * sample_rate)
-    return audio[max(0, loud[0] - pad):loud[-1] + pad]
+    return A.trim_silence(audio, sample_rate, threshold_db, below_peak_db)
 
 
 def _stretch_to(clip: np.ndarray, sr: int, plan: SlotPlan, start: float, fade: float) -> np.ndarray:

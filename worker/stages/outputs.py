@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from worker.context import OutputFile
+from worker.stages.onset import Onset, onset_summary
 from worker.stages.subtitles import write_srt, write_vtt
 from worker.stages.types import (
     PlacedSegment, SynthesizedSegment, Transcript, Translation, TranslatedSegment,
@@ -61,16 +62,27 @@ def write_subtitles(out_dir: Path, segments: Sequence, language: str) -> list[Ou
 
 
 def dub_report(timeline: Sequence[TranslatedSegment], synthesized: Sequence[SynthesizedSegment],
-               placed: Sequence[PlacedSegment], summary: dict, meta: dict) -> dict:
-    """Per-segment timing report: texts, slot, synthesized length, speed, engine, flags."""
+               placed: Sequence[PlacedSegment], summary: dict, meta: dict,
+               onsets: Mapping[int, Onset] | None = None) -> dict:
+    """Per-segment timing report: texts, slot, onset, synthesized length, speed, engine, flags.
+
+    `slot_start` is the recogniser's segment start; `onset` is where the line was placed
+    (`onset_method`: "energy" = speech onset found in the source audio, "word" = the first
+    word's timestamp, "segment" = the segment start) and `onset_shift` how far it moved.
+    """
     synth = {s.index: s for s in synthesized}
     place = {p.index: p for p in placed}
+    onsets = onsets or {}
     rows = []
     for seg in sorted(timeline, key=lambda s: s.start):
-        s, p = synth.get(seg.index), place.get(seg.index)
+        s, p, o = synth.get(seg.index), place.get(seg.index), onsets.get(seg.index)
         rows.append({
             "index": seg.index, "source_text": seg.source_text, "target_text": seg.text,
             "slot_start": _round(seg.start), "slot_end": _round(seg.end),
+            "word_start": _round(o.word) if o else None,
+            "onset": _round(o.onset) if o else _round(seg.start),
+            "onset_method": o.method if o else "segment",
+            "onset_shift": _round(o.shift) if o else 0.0,
             "placed_start": _round(p.placed_start) if p else None,
             "placed_end": _round(p.placed_end) if p else None,
             "synth_duration": _round(s.duration) if s else 0.0,
@@ -79,6 +91,8 @@ def dub_report(timeline: Sequence[TranslatedSegment], synthesized: Sequence[Synt
             "flags": sorted(set((s.flags if s else ()) + (p.flags if p else ()))),
             "error": s.error if s else None,
         })
+    if onsets:
+        summary = {**summary, "onsets": onset_summary(onsets)}
     return {**meta, "summary": summary, "segments": rows}
 
 

@@ -20,6 +20,7 @@ from worker.errors import PermanentJobError, UnsupportedJob
 from worker.stages import outputs, tts
 from worker.stages.fit import FitOptions, MixOptions, fit_segments, fit_summary, mix_dub
 from worker.stages.mux import encode_audio, mux_dubbed_video
+from worker.stages.onset import speech_onsets
 from worker.stages.probe import decode_audio, probe
 from worker.stages.streaming import SentenceStream
 from worker.stages.transcribe import Transcriber
@@ -142,6 +143,7 @@ class JobState:
     outputs: list[OutputFile] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     overlapped: bool = False
+    voice: dict | None = None  # the dub's voice and why it was chosen (tts.choose_voice)
 
     @property
     def duration(self) -> float:
@@ -253,8 +255,11 @@ class MediaPipeline:
         transcript, translation, synthesized = dubber.recognise_and_voice()
         ctx.stage(Stage.MUXING)
         t0 = time.monotonic()
+        words = {seg.index: seg.words for seg in transcript.segments}
+        onsets = speech_onsets(translation.segments, words, state.audio.wav_path)
         fit = fit_segments(synthesized, translation.segments, state.duration,
-                           FitOptions(max_speed=opts.max_speed))
+                           FitOptions(max_speed=opts.max_speed),
+                           onsets={i: o.onset for i, o in onsets.items()})
         wav = mix_dub(fit, input_path, state.out / "dubbed_mix.wav",
                       MixOptions(keep_original=opts.keep_original))
         progress.update("mix", 0.4, "mixed the dubbed track")
@@ -263,7 +268,7 @@ class MediaPipeline:
         report = outputs.dub_report(translation.segments, synthesized, fit.placed,
                                     fit_summary(fit.placed), self._meta(ctx, state, opts,
                                                                         transcript, translation,
-                                                                        chain))
+                                                                        chain), onsets)
         state.keep(ctx, [*files, outputs.write_report(state.out, report)], publish=False)
         progress.update("mix", 1.0)
         return JobResult(tuple(state.outputs), files[0].name, transcript.language,
@@ -298,7 +303,7 @@ class MediaPipeline:
                 "tts_engines": [engine.name for engine in chain],
                 "source_duration": round(state.duration, 3), "max_speed": opts.max_speed,
                 "keep_original": opts.keep_original, "overlap": state.overlapped,
-                "timings": state.timings}
+                **(state.voice or {}), "timings": state.timings}
 
 
 class _Dubber:
@@ -312,6 +317,7 @@ class _Dubber:
         self.source = ctx.job.source_language or "auto"
         self.voiced_until = 0.0
         self.speaker_wav: Path | None = None
+        self.voice: str | None = None
         self.clones = any(getattr(engine, "is_xtts", False) for engine in chain)
 
     def recognise_and_voice(self):
@@ -363,7 +369,7 @@ class _Dubber:
         translated = list(self.translator.translate(unit, self.source, target,
                                                     check=self.ctx.check).segments)
         voiced = tts.synthesize_segments(translated, target, self.chain,
-                                         self.state.out / "tts", voices=self._voices(),
+                                         self.state.out / "tts", voices=self._voices(translated),
                                          speaker_wav=self._speaker(translated),
                                          check=self.ctx.check)
         self._report(translated)
@@ -376,8 +382,14 @@ class _Dubber:
                                                      self.state.out / "speaker_ref.wav")
         return self.speaker_wav
 
-    def _voices(self) -> dict[str, str]:
-        return {self.chain[0].name: self.opts.voice} if self.opts.voice else {}
+    def _voices(self, translated: list[TranslatedSegment]) -> dict[str, str]:
+        """The first engine's voice: the job's `voice`, else one suiting the source speaker's
+        pitch (measured once, on the first sentence's source speech)."""
+        if self.state.voice is None:
+            self.voice, self.state.voice = tts.choose_voice(
+                self.chain[0], self.ctx.job.target_language, self.opts.voice,
+                self.state.audio.wav_path, [(s.start, s.end) for s in translated])
+        return {self.chain[0].name: self.voice} if self.voice else {}
 
     def _report(self, translated: list[TranslatedSegment]) -> None:
         if translated:

