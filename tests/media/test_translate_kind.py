@@ -49,7 +49,10 @@ def test_srt_translates_with_the_same_timings_via_the_cli(translate_fleet, tmp_p
     out = tmp_path / "out"
     env = {**os.environ, "DUBFLEET_API_URL": coord.url, "DUBFLEET_API_KEY": ADMIN_KEY}
     done = subprocess.run([str(Path(sys.executable).parent / "dubfleet"), "submit", str(src),
-                           "--kind", "translate", "--to", "es", "--wait", "--output", str(out)],
+                           "--kind", "translate", "--to", "es", "--wait", "--output", str(out),
+                           # Apertium by name: other media tests install a toy Argos package in
+                           # this session's sandbox, which the worker would otherwise prefer
+                           "--option", "translation_engine=apertium"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     srt = parse_document((out / "subtitles.es.srt").read_bytes())
@@ -67,10 +70,11 @@ def test_srt_translates_with_the_same_timings_via_the_cli(translate_fleet, tmp_p
 
 def test_vtt_and_text_keep_their_format(translate_fleet):
     _, api, _ = translate_fleet
+    apertium = '{"translation_engine": "apertium"}'
     vtt = api.submit_bytes(b"WEBVTT\n\n00:00:00.500 --> 00:00:02.000\nThank you very much.\n",
-                           kind="translate", filename="a.vtt", source_language="en")
+                           kind="translate", filename="a.vtt", source_language="en", options=apertium)
     text = api.submit_bytes(b"The house is big.\nI like green apples.\n", kind="translate",
-                            filename="notes.txt", source_language="en")
+                            filename="notes.txt", source_language="en", options=apertium)
     vtt_view = api.wait_status(vtt["job_id"], {"completed", "failed"}, timeout=60)
     text_view = api.wait_status(text["job_id"], {"completed", "failed"}, timeout=60)
     assert vtt_view["main_artifact"] == "subtitles.es.vtt", vtt_view
