@@ -53,7 +53,7 @@ class Metrics:
     """The app's metric objects and the hooks that feed them."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()  # no describe-by-collect: no query at start-up
         r = self.registry
         self.claims = Counter("dubfleet_claims", "Jobs claimed by workers", ["kind"], registry=r)
         self.lease_expiries = Counter("dubfleet_lease_expiries", "Expired leases handled by the reaper",
