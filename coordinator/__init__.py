@@ -47,12 +47,13 @@ def _init_state(app: Flask) -> CoordinatorState:
     if app.config["CALLBACKS_ENABLED"]:
         sender = CallbackSender(_build_view(app), float(app.config["CALLBACK_TIMEOUT"]),
                                 allow_private=bool(app.config["ALLOW_PRIVATE_CALLBACKS"]))
+    metrics = Metrics()
     state = CoordinatorState(storage=storage, policy=QueuePolicy.from_config(app.config),
-                             notifier=notifier, events=AppEvents(notifier, sender),
+                             notifier=notifier, events=AppEvents(notifier, sender, metrics.ended),
                              workers=WorkerRegistry(), callbacks=sender,
                              gate=KeyGate(int(app.config["CLIENT_MAX_INFLIGHT"])),
                              costly=CostlyViews(int(app.config["LIST_CONCURRENCY"])),
-                             metrics=Metrics())
+                             metrics=metrics)
     app.extensions[EXTENSION_KEY] = state
     return state
 

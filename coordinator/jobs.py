@@ -259,10 +259,10 @@ def _cancel_instead(session: Session, job: Job, what: str, events: QueueEvents |
     """End a job whose cancel was requested `cancelled` instead of taking its result."""
     _end_lease(job, CANCELLED, now)
     job.message = "cancelled"
-    job_id, callback_url = job.id, job.callback_url
+    job_id, callback_url, kind = job.id, job.callback_url, job.kind
     _commit(session)
     logger.info("job %s: cancelled (cancel was requested; %s refused)", job_id, what)
-    _events(events).job_finished(job_id, callback_url)
+    _events(events).job_finished(job_id, callback_url, CANCELLED, kind)
     return JobWasCancelled(f"the job was cancelled; the {what} was discarded",
                            job_status=CANCELLED, this_lease=True)
 
@@ -335,10 +335,11 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
     if final:
         _complete(job, info.name, detected_language, now)
     callback_url, status, stored, worker = job.callback_url, job.status, artifact_info(row), job.worker_id
+    kind = job.kind
     _commit(session)
     if final:
         logger.info("job %s: completed by %s with %s", job_id, worker, info.name)
-        _events(events).job_finished(job_id, callback_url)
+        _events(events).job_finished(job_id, callback_url, COMPLETED, kind)
     return Upload(status, stored, replaced, repeated)
 
 
@@ -378,10 +379,10 @@ def complete(session: Session, job_id: str, token: str | None, main_artifact: st
         session.rollback()
         raise NotFound(f"no artifact named {main_artifact!r} was uploaded in this attempt")
     _complete(job, main_artifact, detected_language, now)
-    callback_url, worker = job.callback_url, job.worker_id
+    callback_url, worker, kind = job.callback_url, job.worker_id, job.kind
     _commit(session)
     logger.info("job %s: completed by %s with %s", job_id, worker, main_artifact)
-    _events(events).job_finished(job_id, callback_url)
+    _events(events).job_finished(job_id, callback_url, COMPLETED, kind)
     return job
 
 
@@ -402,11 +403,11 @@ def fail(session: Session, job_id: str, token: str | None, reason: str, retryabl
     else:
         _end_lease(job, FAILED, now)
         job.error = reason
-    status, callback_url, worker = job.status, job.callback_url, job.worker_id
+    status, callback_url, worker, kind = job.status, job.callback_url, job.worker_id, job.kind
     _commit(session)
     logger.info("job %s: attempt failed on %s (%s) -> %s: %s", job_id, worker,
                 "retryable" if retryable else "permanent", status, reason[:300])
-    _announce(events, job_id, status, callback_url)
+    _announce(events, job_id, status, callback_url, kind)
     return job
 
 
@@ -421,19 +422,20 @@ def release(session: Session, job_id: str, token: str | None, *, events: QueueEv
         _end_lease(job, QUEUED, now)
         job.attempts = max(0, job.attempts - 1)
         job.message = "released by the worker"
-    status, callback_url = job.status, job.callback_url
+    status, callback_url, kind = job.status, job.callback_url, job.kind
     _commit(session)
     logger.info("job %s: released by its worker -> %s", job_id, status)
-    _announce(events, job_id, status, callback_url)
+    _announce(events, job_id, status, callback_url, kind)
     return job
 
 
-def _announce(events: QueueEvents | None, job_id: str, status: str, callback_url: str | None) -> None:
+def _announce(events: QueueEvents | None, job_id: str, status: str, callback_url: str | None,
+              kind: str) -> None:
     """Fire the event matching a job's new status."""
     if status == QUEUED:
         _events(events).job_available()
     elif status in TERMINAL:
-        _events(events).job_finished(job_id, callback_url)
+        _events(events).job_finished(job_id, callback_url, status, kind)
 
 
 # --- client-side transitions ------------------------------------------------------------
@@ -463,10 +465,10 @@ def cancel(session: Session, job_id: str, *, events: QueueEvents | None = None,
     else:
         job.cancel_requested = True
         job.updated_at = now
-    status, callback_url = job.status, job.callback_url
+    status, callback_url, kind = job.status, job.callback_url, job.kind
     _commit(session)
     logger.info("job %s: %s", job_id, "cancelled" if status == CANCELLED else "cancel requested")
-    _announce(events, job_id, status, callback_url)
+    _announce(events, job_id, status, callback_url, kind)
     return job
 
 
@@ -493,10 +495,10 @@ def retry(session: Session, job_id: str, *, events: QueueEvents | None = None,
 # --- reaper -----------------------------------------------------------------------------
 
 def _reap_step(session: Session, extra: Sequence[Any], values: dict[str, Any], now: float) -> list[Any]:
-    """One bulk UPDATE over expired leases; returns (id, callback_url, worker_session) rows."""
+    """One bulk UPDATE over expired leases; returns (id, callback_url, worker_session, kind) rows."""
     stmt = (sa.update(Job).where(Job.status == RUNNING, Job.lease_expires_at < now, *extra)
             .values(lease_token=None, lease_expires_at=None, updated_at=now, eta_seconds=None, **values)
-            .returning(Job.id, Job.callback_url, Job.worker_session))
+            .returning(Job.id, Job.callback_url, Job.worker_session, Job.kind))
     return list(session.execute(stmt).all())
 
 
@@ -524,8 +526,9 @@ def reap(session: Session, *, events: QueueEvents | None = None, now: float | No
         session.rollback()
         raise
     _log_reaped(cancelled=cancelled, unstarted=unstarted, failed=failed, requeued=requeued)
-    for job_id, callback_url, _worker in cancelled + failed:
-        _events(events).job_finished(job_id, callback_url)
+    for status, rows in ((CANCELLED, cancelled), (FAILED, failed)):
+        for job_id, callback_url, _worker, kind in rows:
+            _events(events).job_finished(job_id, callback_url, status, kind)
     if requeued or unstarted:
         _events(events).job_available()
     return {"requeued": len(requeued), "failed": len(failed), "cancelled": len(cancelled),
@@ -535,5 +538,5 @@ def reap(session: Session, *, events: QueueEvents | None = None, now: float | No
 def _log_reaped(**groups: list[Any]) -> None:
     """One log line per job the reaper moved, naming the worker whose lease expired."""
     for what, rows in groups.items():
-        for job_id, _callback, worker in rows:
+        for job_id, _callback, worker, _kind in rows:
             logger.info("reaper: job %s %s (lease of worker session %s expired)", job_id, what, worker)

@@ -22,8 +22,8 @@ class QueueEvents(Protocol):
     def job_available(self) -> None:
         """A job became claimable (submitted, requeued, released)."""
 
-    def job_finished(self, job_id: str, callback_url: str | None) -> None:
-        """A job reached a terminal status."""
+    def job_finished(self, job_id: str, callback_url: str | None, status: str, kind: str) -> None:
+        """A job reached a terminal status (once per transition, never for a repeated call)."""
 
 
 class NullEvents:
@@ -32,7 +32,7 @@ class NullEvents:
     def job_available(self) -> None:
         """Ignore."""
 
-    def job_finished(self, job_id: str, callback_url: str | None) -> None:
+    def job_finished(self, job_id: str, callback_url: str | None, status: str, kind: str) -> None:
         """Ignore."""
 
 
@@ -95,17 +95,21 @@ class ClaimNotifier:
 
 
 class AppEvents:
-    """Production events: wake claim waiters and send completion callbacks."""
+    """Production events: wake claim waiters, count finished jobs, send completion callbacks."""
 
-    def __init__(self, notifier: ClaimNotifier, send_callback: Callable[[str, str], None] | None):
+    def __init__(self, notifier: ClaimNotifier, send_callback: Callable[[str, str], None] | None,
+                 on_finished: Callable[[str, str, str], None] | None = None):
         self.notifier = notifier
         self.send_callback = send_callback
+        self.on_finished = on_finished
 
     def job_available(self) -> None:
         """Wake the long-polling claims."""
         self.notifier.notify()
 
-    def job_finished(self, job_id: str, callback_url: str | None) -> None:
-        """Queue the job's callback, if it has one."""
+    def job_finished(self, job_id: str, callback_url: str | None, status: str, kind: str) -> None:
+        """Count the ending (metrics) and queue the job's callback, if it has one."""
+        if self.on_finished is not None:
+            self.on_finished(job_id, status, kind)
         if callback_url and self.send_callback is not None:
             self.send_callback(job_id, callback_url)

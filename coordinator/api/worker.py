@@ -203,8 +203,6 @@ def upload_result(job_id: str) -> Response:
         raise
     finally:
         state.storage.discard(received)
-    if args.final and not upload.repeated:
-        state.metrics.ended(job_id, upload.status)
     if upload.replaced and upload.replaced != publisher.relpath:
         state.storage.remove(upload.replaced)
     return reply({"artifact": upload.artifact.to_dict(), "status": upload.status,
@@ -222,7 +220,6 @@ def complete(job_id: str) -> Response:
     detected = parse_language(detected, "detected_language", False) if detected else None
     _touch()
     job = jobs.complete(db.session, job_id, _lease_token(), main, detected, events=get_state().events)
-    get_state().metrics.ended(job_id, job.status, job.kind)
     return reply({"job_id": job_id, "status": job.status})
 
 
@@ -236,7 +233,8 @@ def fail(job_id: str) -> Response:
     state = get_state()
     job = jobs.fail(db.session, job_id, _lease_token(), report.reason, report.retryable, state.policy,
                     events=state.events)
-    state.metrics.ended(job_id, job.status, job.kind)
+    if job.status == "queued":  # final endings are counted by the queue's job_finished event
+        state.metrics.ended(job_id, job.status, job.kind)
     return reply({"job_id": job_id, "status": job.status, "attempts": job.attempts,
                   "available_at": job.available_at})
 

@@ -26,10 +26,18 @@ def test_metrics_follow_the_queue(app, client, make_key):
     client.post(f"/jobs/{done['job_id']}/heartbeat", json={"stage": "downloading"}, headers=token)
     client.post(f"/jobs/{done['job_id']}/heartbeat", json={"stage": "uploading"}, headers=token)
     client.post(f"/jobs/{done['job_id']}/upload-result", data=b"y", headers=token)
+    again = client.post(f"/jobs/{done['job_id']}/upload-result", data=b"y", headers=token)
+    assert again.get_json()["repeated"] is True  # a retry after a lost reply: counted once below
+    repeat = client.post(f"/jobs/{done['job_id']}/complete", json={"main_artifact": "result"}, headers=token)
+    assert repeat.status_code == 200  # the same completion again: still counted once
     retried = client.post("/jobs/claim", json=body, headers=wh).get_json()
     client.post(f"/jobs/{retried['job_id']}/fail", json={"reason": "flaky", "retryable": True},
                 headers={**wh, "X-Lease-Token": retried["lease_token"]})
     Reaper(app, 1.0).run_once()
+
+    queued = client.get("/jobs?status=queued", headers={"X-API-Key": user}).get_json()["jobs"]
+    dub = next(j for j in queued if j["kind"] == "dub")
+    client.delete(f"/jobs/{dub['job_id']}", headers={"X-API-Key": user})  # ends without a claim
 
     assert client.get("/metrics", headers={"X-API-Key": user}).status_code == 403
     assert client.get("/metrics").status_code == 401
@@ -38,7 +46,10 @@ def test_metrics_follow_the_queue(app, client, make_key):
     m = _samples(reply.get_data(as_text=True))
     assert m[("dubfleet_jobs", (("kind", "echo"), ("status", "queued")))] == 2
     assert m[("dubfleet_jobs", (("kind", "echo"), ("status", "completed")))] == 1
-    assert m[("dubfleet_jobs", (("kind", "dub"), ("status", "queued")))] == 1
+    assert m[("dubfleet_jobs", (("kind", "dub"), ("status", "cancelled")))] == 1
+    assert m[("dubfleet_jobs_finished_total", (("kind", "dub"), ("status", "cancelled")))] == 1
+    finished = {labels: v for (name, labels), v in m.items() if name == "dubfleet_jobs_finished_total"}
+    assert sum(finished.values()) == 2, finished  # one completion, one cancel: nothing twice
     assert m[("dubfleet_workers_online", ())] == 1
     assert m[("dubfleet_claims_total", (("kind", "echo"),))] == 2
     assert m[("dubfleet_retries_total", (("kind", "echo"),))] == 1
