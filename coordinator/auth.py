@@ -118,11 +118,12 @@ def _gated(principal: Principal, view: Callable, args: Any, kwargs: Any) -> Any:
     """Run a client/admin view holding one of its key's slots (file bodies are then sent by
     waitress' I/O loop through wsgi.file_wrapper, without a request thread)."""
     from .state import get_state
-    slot = get_state().gate.enter(principal.key_id)
+    gate = get_state().gate
+    gate.enter(principal.key_id)
     try:
         return view(*args, **kwargs)
     finally:
-        slot.release()
+        gate.leave(principal.key_id)
 
 
 def current_principal() -> Principal:

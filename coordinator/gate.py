@@ -21,8 +21,9 @@ class KeyGate:
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = defaultdict(int)
 
-    def enter(self, key_id: int) -> "Slot":
-        """Take a slot for `key_id`, or raise TooManyRequests when all of its slots are in use."""
+    def enter(self, key_id: int) -> None:
+        """Take a slot for `key_id`, or raise TooManyRequests when all of its slots are in use;
+        every successful `enter` is paired with one `leave`."""
         with self._lock:
             if self._inflight[key_id] >= self.limit:
                 error = TooManyRequests(f"this API key already has {self.limit} requests in progress; "
@@ -30,9 +31,9 @@ class KeyGate:
                 error.headers["Retry-After"] = "1"
                 raise error
             self._inflight[key_id] += 1
-        return Slot(self, key_id)
 
-    def _leave(self, key_id: int) -> None:
+    def leave(self, key_id: int) -> None:
+        """Give back a slot taken by `enter`."""
         with self._lock:
             self._inflight[key_id] -= 1
             if self._inflight[key_id] <= 0:
@@ -42,23 +43,6 @@ class KeyGate:
         """Requests of `key_id` in progress now."""
         with self._lock:
             return self._inflight.get(key_id, 0)
-
-
-class Slot:
-    """One request's place; released exactly once."""
-
-    def __init__(self, gate: KeyGate, key_id: int):
-        self._gate, self._key_id = gate, key_id
-        self._released = False
-        self._lock = threading.Lock()
-
-    def release(self) -> None:
-        """Give the place back (idempotent)."""
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
-        self._gate._leave(self._key_id)
 
 
 class CostlyViews:

@@ -12,7 +12,7 @@ from shared.protocol import ClaimedJob, Routes
 
 from .models import Artifact, Job
 from .policy import QueuePolicy
-from .queries import queue_positions, visible_artifacts_of
+from .queries import queue_position, queue_positions, visible_artifacts_of
 from .workers import online_capabilities, waiting_for
 
 _TIMES = ("created_at", "started_at", "finished_at", "updated_at")
@@ -49,7 +49,6 @@ class ViewContext:
     positions: Mapping[str, int]
     artifacts: Mapping[str, list[Artifact]]
     workers: list[dict]
-    online_window: float
 
 
 def view_context(session: Session, page: Sequence[Job]) -> ViewContext:
@@ -58,8 +57,7 @@ def view_context(session: Session, page: Sequence[Job]) -> ViewContext:
     queued = any(job.status == "queued" for job in page)
     return ViewContext(positions=queue_positions(session, page),
                        artifacts=visible_artifacts_of(session, page),
-                       workers=online_capabilities(session, window) if queued else [],
-                       online_window=window)
+                       workers=online_capabilities(session, window) if queued else [])
 
 
 def job_view(session: Session, job: Job, context: ViewContext | None = None) -> dict[str, Any]:
@@ -94,7 +92,7 @@ def job_views(session: Session, page: Sequence[Job]) -> list[dict[str, Any]]:
 def submit_reply(session: Session, job: Job) -> dict[str, Any]:
     """The body of a POST /jobs reply."""
     return {"job_id": job.id, "status": job.status,
-            "queue_position": queue_positions(session, [job]).get(job.id), "links": job_links(job.id)}
+            "queue_position": queue_position(session, job), "links": job_links(job.id)}
 
 
 def claimed_job(row: Mapping[str, Any], lease_token: str, lease_expires_at: float,

@@ -120,7 +120,7 @@ class Storage:
                          expected_sha256: str | None = None) -> Received:
         """Stream an upload into a temp file in the run's folder (empty is fine: subtitles of
         silence); a SHA-256 mismatch or an oversize body keeps nothing."""
-        folder = self.resolve(self.artifact_dir(job_id, run) + "/x").parent
+        folder = self.resolve(self.artifact_dir(job_id, run))
         return self.receive(folder, stream, limit, expected_sha256, allow_empty=True)
 
     def publish_artifact(self, received: Received, job_id: str, run: int, name: str) -> StoredFile:

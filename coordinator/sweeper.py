@@ -143,10 +143,3 @@ class Sweeper:
                 self._remove(path, report)
                 report.files += 1
 
-
-def sweep_once(session: Session, storage: Storage, grace_seconds: float) -> SweepReport:
-    """Convenience: one sweep."""
-    return Sweeper(storage, grace_seconds).sweep(session)
-
-
-__all__ = ["SweepReport", "Sweeper", "sweep_once"]
