@@ -95,8 +95,8 @@ def serve(host: str, port: int, threads: int, connection_limit: int | None,
     app = _make_app(data_dir, THREADS=threads, CONNECTION_LIMIT=connection_limit,
                     CHANNEL_TIMEOUT=channel_timeout, HEADER_TIMEOUT=header_timeout,
                     SHUTDOWN_GRACE_SECONDS=shutdown_grace)
-    settings = serving.ServeSettings.from_app(app, host, port,
-                                              max_body=app.config["MAX_UPLOAD_BYTES"] + _BODY_SLACK)
+    max_body = app.config["MAX_UPLOAD_BYTES"] + app.config["MAX_SUBTITLES_BYTES"] + _BODY_SLACK
+    settings = serving.ServeSettings.from_app(app, host, port, max_body=max_body)
     reaper = start_reaper(app)
     click.echo(f"coordinator listening on http://{host}:{port} (data dir {app.config['DATA_DIR']})")
     try:

@@ -13,6 +13,8 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_API_KEY": None,
     "ADMIN_API_KEY": None,
     "MAX_UPLOAD_MB": 2048,
+    # Largest `subtitles` part of a dub submit (a 3-hour film's SRT is about 200 KB).
+    "MAX_SUBTITLES_KB": 1024,
     "LEASE_SECONDS": 120.0,
     # A claim's first lease is short until the worker's first heartbeat confirms it started, so a
     # job handed to a worker that died while long-polling returns to the queue quickly.
@@ -76,6 +78,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "WORKER_API_KEY": str,
     "ADMIN_API_KEY": str,
     "MAX_UPLOAD_MB": int,
+    "MAX_SUBTITLES_KB": int,
     "LEASE_SECONDS": float,
     "START_LEASE_SECONDS": float,
     "MAX_ATTEMPTS": int,
@@ -152,6 +155,7 @@ def _check(config: dict[str, Any]) -> None:
     """Reject settings that would make the queue misbehave."""
     rules = {
         "MAX_UPLOAD_MB": config["MAX_UPLOAD_MB"] > 0,
+        "MAX_SUBTITLES_KB": 0 < config["MAX_SUBTITLES_KB"] <= 5 * 1024,
         "LEASE_SECONDS": config["LEASE_SECONDS"] > 0,
         "START_LEASE_SECONDS": config["START_LEASE_SECONDS"] > 0,
         "MAX_ATTEMPTS": 1 <= config["MAX_ATTEMPTS"] <= 10,
@@ -198,11 +202,12 @@ def finalize(config: dict[str, Any]) -> dict[str, Any]:
     if config["MAX_CLAIM_WAITERS"] is None:
         config["MAX_CLAIM_WAITERS"] = max(1, int(config["THREADS"]) - 4)
     config["MAX_UPLOAD_BYTES"] = int(config["MAX_UPLOAD_MB"]) * MIB
+    config["MAX_SUBTITLES_BYTES"] = int(config["MAX_SUBTITLES_KB"]) * 1024
     if config["MAX_SOURCE_MB"] is None:
         config["MAX_SOURCE_MB"] = int(config["MAX_UPLOAD_MB"])
     config["MAX_SOURCE_BYTES"] = int(config["MAX_SOURCE_MB"]) * MIB
     # Room for multipart framing; the exact file limit is enforced while streaming.
-    config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_BYTES"] + MIB
+    config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_BYTES"] + config["MAX_SUBTITLES_BYTES"] + MIB
     _check(config)
     return config
 

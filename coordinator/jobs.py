@@ -72,15 +72,20 @@ def new_job_id() -> str:
 def submit(session: Session, new: NewJob, *, owner_key_id: int, job_id: str | None = None,
            idempotency_key: str | None = None, input_size: int | None = None,
            input_sha256: str | None = None, default_max_attempts: int = 3,
-           events: QueueEvents | None = None, now: float | None = None) -> tuple[Job, bool]:
-    """Insert a queued job; returns (job, created). A repeated idempotency key returns the first job."""
+           events: QueueEvents | None = None, now: float | None = None,
+           subtitles_size: int | None = None,
+           subtitles_sha256: str | None = None) -> tuple[Job, bool]:
+    """Insert a queued job; returns (job, created). A repeated idempotency key returns the first job.
+
+    `subtitles_*` describe a dub's own subtitles, already stored next to its input."""
     now = _now(now)
     job = Job(id=job_id or new_job_id(), owner_key_id=owner_key_id, idempotency_key=idempotency_key,
               kind=new.kind, status=QUEUED, priority=new.priority,
               source_language=new.source_language, target_language=new.target_language,
               asr_model=new.asr_model, options=new.options, callback_url=new.callback_url,
               source_url=new.source_url, input_name=new.input_name, input_size=input_size,
-              input_sha256=input_sha256, max_attempts=new.max_attempts or default_max_attempts,
+              input_sha256=input_sha256, subtitles_size=subtitles_size,
+              subtitles_sha256=subtitles_sha256, max_attempts=new.max_attempts or default_max_attempts,
               attempts=0, run_number=0, available_at=now, cancel_requested=False, progress=0.0,
               created_at=now, updated_at=now)
     session.add(job)

@@ -40,6 +40,9 @@ class Job(db.Model):
     input_name: Mapped[str] = mapped_column(sa.String(255), default="")
     input_size: Mapped[Optional[int]] = mapped_column(sa.BigInteger)
     input_sha256: Mapped[Optional[str]] = mapped_column(sa.String(64))
+    # A dub's own subtitles, stored next to the input (inputs/<job>/subtitles); null: none.
+    subtitles_size: Mapped[Optional[int]] = mapped_column(sa.BigInteger)
+    subtitles_sha256: Mapped[Optional[str]] = mapped_column(sa.String(64))
     max_attempts: Mapped[int] = mapped_column(sa.Integer)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     # Increments at every claim and is never reset: it scopes artifacts to one run.

@@ -42,6 +42,15 @@ def artifact_view(artifact: Artifact) -> dict[str, Any]:
             "url": Routes.fill(Routes.JOB_ARTIFACT, job_id=artifact.job_id, name=artifact.name)}
 
 
+def subtitles_view(job: Job) -> dict[str, Any] | None:
+    """A dub's own subtitles as the job view lists them (None when it has none)."""
+    if not job.subtitles_sha256:
+        return None
+    options = job.options or {}
+    return {"size": job.subtitles_size, "sha256": job.subtitles_sha256,
+            "language": options.get("subtitles_language"), "used_as": options.get("subtitles")}
+
+
 @dataclass(frozen=True)
 class ViewContext:
     """What job views need beyond the rows, fetched once per request in O(1) queries."""
@@ -73,6 +82,7 @@ def job_view(session: Session, job: Job, context: ViewContext | None = None) -> 
         "options": job.options or {}, "asr_model": job.asr_model, "source_url": job.source_url,
         "input_name": job.input_name, "input_size": job.input_size, "error": job.error,
         "cancel_requested": bool(job.cancel_requested), "main_artifact": job.main_artifact,
+        "subtitles": subtitles_view(job),
     }
     for name in _TIMES:
         view[name] = getattr(job, name)
@@ -107,4 +117,5 @@ def claimed_job(row: Mapping[str, Any], lease_token: str, lease_expires_at: floa
         input_size=row["input_size"], input_sha256=row["input_sha256"],
         source_url=row["source_url"], asr_model=row["asr_model"],
         max_source_bytes=int(current_app.config["MAX_SOURCE_BYTES"]) if row["source_url"] else None,
+        subtitles_size=row["subtitles_size"], subtitles_sha256=row["subtitles_sha256"],
     )

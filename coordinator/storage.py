@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -61,7 +62,8 @@ class Received:
 
 
 class Storage:
-    """The data directory: `inputs/<job>/input` and `artifacts/<job>/a<run>/<name>~<unique>`.
+    """The data directory: `inputs/<job>/input` (and a dub's `inputs/<job>/subtitles`) and
+    `artifacts/<job>/a<run>/<name>~<unique>`.
 
     Every upload first streams into its own temp file (`.upload-*`); it is published by an atomic
     rename to a path no other upload can have, so a racing or repeated upload never touches a
@@ -96,6 +98,13 @@ class Storage:
         return f"inputs/{job_id}/input"
 
     @staticmethod
+    def subtitles_relpath(job_id: str) -> str:
+        """Where a dub's own subtitles live (next to its input: removed with the job's folder)."""
+        if not is_job_id(job_id):
+            raise ValueError(f"bad job id {job_id!r}")
+        return f"inputs/{job_id}/subtitles"
+
+    @staticmethod
     def artifact_dir(job_id: str, run: int) -> str:
         """The folder of one run's artifacts."""
         if not is_job_id(job_id) or run < 0:
@@ -115,6 +124,12 @@ class Storage:
         folder = self.resolve(self.input_relpath(job_id)).parent
         received = self.receive(folder, stream, limit, None, allow_empty=False)
         return self._publish(received, self.input_relpath(job_id))
+
+    def save_subtitles(self, job_id: str, data: bytes) -> StoredFile:
+        """Store a dub's (already checked) subtitles next to its input."""
+        folder = self.resolve(self.subtitles_relpath(job_id)).parent
+        received = self.receive(folder, io.BytesIO(data), len(data), None, allow_empty=False)
+        return self._publish(received, self.subtitles_relpath(job_id))
 
     def receive_artifact(self, job_id: str, run: int, stream: BinaryIO, limit: int,
                          expected_sha256: str | None = None) -> Received:

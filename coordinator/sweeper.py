@@ -1,7 +1,8 @@
 """Remove stored files that no row points to: uploads cut off by a crash, inputs of jobs whose
 row never committed, artifacts replaced or orphaned. Runs at start-up and then periodically.
 
-Anything younger than the grace period is left alone: an upload in flight keeps writing its
+A job's input folder (`inputs/<job>/`: the input and a dub's own subtitles) belongs to its row
+and goes only with it. Anything younger than the grace period is left alone: an upload in flight keeps writing its
 temp file, and a published file commits its row a moment after its rename.
 """
 from __future__ import annotations

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from shared.glossary import parse_glossary
 from shared.languages import AUTO, is_known
 from shared.protocol import FailReport, Heartbeat, JobKind, Stage, WorkerInfo, is_valid_artifact_name
 
@@ -124,6 +125,10 @@ def parse_options(value: Any) -> dict[str, Any]:
         raise ValidationFailed("options must be plain JSON", field="options") from None
     if len(encoded.encode()) > MAX_OPTIONS_BYTES:
         raise ValidationFailed("options must be at most 16 KB", field="options")
+    try:
+        parse_glossary(value.get("glossary"))
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), field="options.glossary") from None
     return value
 
 

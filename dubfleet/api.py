@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import requests
 
+from dubfleet.multipart import FilePart, MultipartBody
 from shared.protocol import API_KEY_HEADER, IDEMPOTENCY_HEADER, Routes, is_valid_artifact_name
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,27 @@ class DubfleetApi:
                                 headers=headers, timeout=(30, 3600)).json()
         finally:
             body.close()
+
+    def submit_with_subtitles(self, path: Path, subtitles: Path, fields: dict[str, Any],
+                              idempotency_key: str | None = None) -> dict:
+        """Submit a local video with its own subtitles (a dub): one streamed multipart body,
+        the video in the `file` part and the subtitles in the `subtitles` part."""
+        params = {"filename": path.name, **_query(fields)}
+        parts = [FilePart("file", path), FilePart("subtitles", subtitles, subtitles.name,
+                                                  "text/plain; charset=utf-8")]
+        bar = _bar(None, f"upload {path.name}")
+        body = MultipartBody(parts, progress=bar.update if bar is not None else None)
+        if bar is not None:
+            bar.total = len(body)
+        headers = {"Content-Type": body.content_type}
+        if idempotency_key:
+            headers[IDEMPOTENCY_HEADER] = idempotency_key
+        try:
+            return self.request("POST", Routes.JOBS, params=params, data=body,
+                                headers=headers, timeout=(30, 3600)).json()
+        finally:
+            if bar is not None:
+                bar.close()
 
     def submit_url(self, url: str, fields: dict[str, Any],
                    idempotency_key: str | None = None) -> dict:

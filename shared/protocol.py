@@ -92,6 +92,7 @@ class Routes:
     CLAIM_NEXT = "/jobs/claim"
     CLAIM = "/jobs/<job_id>/claim"
     DOWNLOAD_INPUT = "/jobs/<job_id>/download-input"
+    DOWNLOAD_SUBTITLES = "/jobs/<job_id>/download-subtitles"
     HEARTBEAT = "/jobs/<job_id>/heartbeat"
     UPLOAD_RESULT = "/jobs/<job_id>/upload-result"
     COMPLETE = "/jobs/<job_id>/complete"
@@ -166,6 +167,10 @@ class ClaimedJob(_Wire):
     asr_model: str | None = None
     # The coordinator's cap on a source_url download (None: the worker's own cap only).
     max_source_bytes: int | None = None
+    # A dub's own subtitles (GET DOWNLOAD_SUBTITLES); None: the job has none. Their language and
+    # role are in options["subtitles_language"] and options["subtitles"] ("source"/"target").
+    subtitles_size: int | None = None
+    subtitles_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -174,16 +174,28 @@ class CoordinatorClient:
         """Fetch the job's input into `dest` (resuming, sha256-checked); return `dest`."""
         if job.source_url and not job.input_sha256:
             return self._download_source(job, dest, check, on_progress)
+        return self._download_stored(Routes.DOWNLOAD_INPUT, "input", job, job.input_sha256, dest,
+                                     check, on_progress)
+
+    def download_subtitles(self, job: ClaimedJob, dest: Path,
+                           check: Check | None = None) -> Path:
+        """Fetch a dub's own subtitles into `dest` (sha256-checked); return `dest`."""
+        return self._download_stored(Routes.DOWNLOAD_SUBTITLES, "subtitles", job,
+                                     job.subtitles_sha256, dest, check, None)
+
+    def _download_stored(self, route: str, what: str, job: ClaimedJob, sha256: str | None,
+                         dest: Path, check: Check | None, on_progress: OnProgress | None) -> Path:
+        """Fetch a file the coordinator keeps for the job, under the lease (resuming)."""
         try:
-            fetch_resumable(self.session, self.url(Routes.DOWNLOAD_INPUT, job_id=job.job_id),
-                            dest, headers=self._lease_headers(job), sha256=job.input_sha256,
+            fetch_resumable(self.session, self.url(route, job_id=job.job_id),
+                            dest, headers=self._lease_headers(job), sha256=sha256,
                             attempts=self.attempts, timeout=(10.0, self.timeout), check=check,
                             on_status=_transient_or_raise, on_progress=on_progress,
                             max_rate=self.max_rate, sleep=self._sleep)
         except ChecksumMismatch as exc:
-            raise JobFailed(f"input of job {job.job_id}: {exc}") from exc
+            raise JobFailed(f"{what} of job {job.job_id}: {exc}") from exc
         except TransientTransferError as exc:
-            raise CoordinatorUnavailable(f"input of job {job.job_id}: {exc}") from exc
+            raise CoordinatorUnavailable(f"{what} of job {job.job_id}: {exc}") from exc
         return dest
 
     def _download_source(self, job: ClaimedJob, dest: Path, check: Check | None,

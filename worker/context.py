@@ -38,6 +38,9 @@ class JobContext(Protocol):
 
     job: ClaimedJob
     work_dir: Path
+    # A dub's own subtitles (the job's `subtitles_sha256` is set), downloaded by the loop; a
+    # context without the attribute, or None, means none (see worker.stages.user_subtitles).
+    subtitles_path: Path | None
 
     def stage(self, stage: Stage, message: str | None = None) -> None:
         """Enter a stage (progress stays monotonic across stages)."""

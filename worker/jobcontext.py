@@ -28,6 +28,8 @@ class LiveJobContext:
         self.current_stage: Stage | None = None
         self.percent = 0.0
         self.published: dict[str, str] = {}
+        # A dub's own subtitles, downloaded next to the input (None: the job has none).
+        self.subtitles_path: Path | None = None
 
     def stage(self, stage: Stage, message: str | None = None) -> None:
         """Enter a stage; an immediate (rate-limited) beat tells the coordinator."""

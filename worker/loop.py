@@ -240,12 +240,15 @@ class Worker:
             return self._end(ctx, "failed", lambda: client.fail(job, reason, True))
 
     def _execute(self, ctx: LiveJobContext, root: Path) -> str:
-        """Download the input, run the pipeline, deliver the outputs."""
+        """Download the input (and a dub's own subtitles), run the pipeline, deliver the outputs."""
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         ctx.stage(Stage.DOWNLOADING)
         input_path = self.client.download_input(
             ctx.job, root / input_filename(ctx.job), check=ctx.check,
             on_progress=ctx.transfer_progress("downloading input"))
+        if ctx.job.subtitles_sha256:  # a dub with the user's own subtitles
+            ctx.subtitles_path = self.client.download_subtitles(
+                ctx.job, root / "subtitles.txt", check=ctx.check)
         ctx.check()
         pipeline = self.registry.get(ctx.job.kind)
         result = pipeline.run(ctx, input_path)

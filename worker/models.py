@@ -364,7 +364,11 @@ def translation_targets(asr_models: list[str]) -> set[str]:
     from worker.stages.translate_apertium import apertium_pairs
     from worker.stages.translate_argos import argos_reachable
 
+    from worker.stages.translate_llm import LLM_LANGUAGES, llm_available
+
     targets = {"en"}  # identity from English; whisper translate for any source
+    if llm_available():
+        targets |= LLM_LANGUAGES
     targets |= argos_reachable("en")
     targets |= {dst for src, dst in apertium_pairs() if src == "en"}
     return targets & set(LANGUAGES)
@@ -375,7 +379,10 @@ def engines_list(asr_models: list[str]) -> list[str]:
     from worker.stages.translate_apertium import apertium_pairs
     from worker.stages.translate_argos import argos_pairs
 
+    from worker.stages.translate_llm import llm_available
+
     engines = ["faster-whisper"] if asr_models else []
+    engines += ["llm"] if llm_available() else []
     engines += [f"argos:{a}-{b}" for a, b in argos_pairs()]
     engines += [f"apertium:{a}-{b}" for a, b in apertium_pairs()]
     if any(is_multilingual(m) for m in asr_models):

@@ -36,8 +36,14 @@ def _translation_entries() -> list[ModelEntry]:
     from worker.stages.translate_apertium import apertium_pairs
     from worker.stages.translate_argos import argos_packages
 
-    rows = [ModelEntry("translation", f"{p.from_code}-{p.to_code}", "argos", "argos", "ready",
-                       str(p.path)) for p in argos_packages()]
+    from worker import llm_model
+    from worker.stages.translate_llm import LLM_LANGUAGES, llm_available
+
+    rows = [ModelEntry("translation", f"{llm_model.MODEL_NAME} ({'/'.join(sorted(LLM_LANGUAGES))})",
+                       "llm", "package", "ready (default)" if llm_available() else
+                       "not installed: make setup", str(llm_model.model_path()))]
+    rows += [ModelEntry("translation", f"{p.from_code}-{p.to_code}", "argos", "argos", "ready",
+                        str(p.path)) for p in argos_packages()]
     rows += [ModelEntry("translation", f"{a}-{b}", "apertium", "apertium", "ready")
              for a, b in apertium_pairs()]
     multilingual = [m for m in registry.offline_asr_models() if registry.is_multilingual(m)]
@@ -187,6 +193,10 @@ def _verify_files() -> list[tuple[str, callable]]:
         checks.append(("kokoro native voices", kokoro_voices.verify))
     if registry.piper_available():
         checks.append(("piper voice files", _verify_piper))
+    from worker import llm_model
+
+    if llm_model.installed():
+        checks.append(("translation llm sha256", llm_model.verify))
     return checks
 
 

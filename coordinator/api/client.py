@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request
 
 from shared.protocol import IDEMPOTENCY_HEADER, JobStatus, KeyKind, Routes, is_valid_artifact_name
 
-from .. import audit, jobs, queries
+from .. import audit, jobs, queries, subtitles
 from ..auth import current_principal, require_key
 from ..errors import BadRequest, Conflict, NotFound, ValidationFailed
 from ..extensions import db
@@ -46,6 +46,18 @@ def _submission() -> tuple[Mapping[str, Any], BinaryIO | None, str]:
     return request.args.to_dict(), request.stream, request.args.get("filename", "")
 
 
+def _subtitles(fields: Mapping[str, Any], new: NewJob) -> tuple[NewJob, subtitles.SubtitlesPart | None]:
+    """A dub's own `subtitles` part, checked (422 with the reason), with its language recorded
+    in the job's options; (new, None) without one."""
+    upload = request.files.get(subtitles.FIELD) if request.mimetype in _FORM_TYPES else None
+    if upload is None:
+        subtitles.refuse_stray_fields(fields, new)
+        return new, None
+    limit = int(current_app.config["MAX_SUBTITLES_BYTES"])
+    part = subtitles.read_part(upload.stream, upload.filename or "", limit)
+    return subtitles.check(part, new, fields), part
+
+
 def _input_name(new: NewJob, raw_name: str) -> NewJob:
     """Fill in the display name: the given file name, else the URL's last path segment."""
     name = new.input_name or display_name(raw_name)
@@ -54,18 +66,25 @@ def _input_name(new: NewJob, raw_name: str) -> NewJob:
     return replace(new, input_name=name or "input")
 
 
-def _store_and_submit(new: NewJob, stream: BinaryIO | None, idem: str | None) -> tuple[Any, bool]:
-    """Stream the input to disk (outside any transaction), then insert the job."""
+def _store_and_submit(new: NewJob, stream: BinaryIO | None, idem: str | None,
+                      subs: subtitles.SubtitlesPart | None = None) -> tuple[Any, bool]:
+    """Stream the input (and store a dub's subtitles) to disk outside any transaction, then
+    insert the job; the files go when the insert does not happen."""
     state, principal = get_state(), current_principal()
     job_id = jobs.new_job_id()
     stored: StoredFile | None = None
-    if stream is not None:
-        stored = state.storage.save_input(job_id, stream, current_app.config["MAX_UPLOAD_BYTES"])
+    subs_stored: StoredFile | None = None
     try:
+        if stream is not None:
+            stored = state.storage.save_input(job_id, stream, current_app.config["MAX_UPLOAD_BYTES"])
+        if subs is not None:
+            subs_stored = state.storage.save_subtitles(job_id, subs.data)
         job, created = jobs.submit(
             db.session, new, owner_key_id=principal.key_id, job_id=job_id, idempotency_key=idem,
             input_size=stored.size if stored else None, input_sha256=stored.sha256 if stored else None,
-            default_max_attempts=state.policy.max_attempts, events=state.events)
+            default_max_attempts=state.policy.max_attempts, events=state.events,
+            subtitles_size=subs_stored.size if subs_stored else None,
+            subtitles_sha256=subs_stored.sha256 if subs_stored else None)
     except BaseException:
         state.storage.remove_job(job_id)
         raise
@@ -90,15 +109,18 @@ def submit_job() -> Response:
     allow_private = bool(current_app.config["ALLOW_PRIVATE_CALLBACKS"])
     new = _input_name(parse_submission(fields, current_app.config["MAX_ATTEMPTS"],
                                        allow_private_callbacks=allow_private), raw_name)
+    new, subs = _subtitles(fields, new)
     existing = jobs.find_idempotent(db.session, current_principal().key_id, idem)
     if existing is not None:
         return reply(submit_reply(db.session, existing), 200)
     db.session.rollback()  # no transaction may stay open while the upload streams
-    job, created = _store_and_submit(new, stream, idem)
+    job, created = _store_and_submit(new, stream, idem, subs)
     logger.info("job %s %s (%s)", job.id, "queued" if created else "deduplicated", job.kind)
     if created:
+        extra = (f" subtitles={job.subtitles_size}B {new.options['subtitles_language']}"
+                 f"/{new.options['subtitles']}" if subs else "")
         _audit("submit", job.id, f"kind={job.kind} {job.source_language}->{job.target_language} "
-                                 f"input={job.input_name!r} size={job.input_size}")
+                                 f"input={job.input_name!r} size={job.input_size}{extra}")
     return reply(submit_reply(db.session, job), 202 if created else 200)
 
 

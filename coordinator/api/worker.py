@@ -1,4 +1,5 @@
-"""Worker endpoints: peek, claim (long-poll), input download, heartbeat, upload, finish."""
+"""Worker endpoints: peek, claim (long-poll), input (and subtitles) download, heartbeat, upload,
+finish."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,7 @@ from .. import jobs
 from ..auth import require_key
 from ..errors import LeaseLost, NotFound, ValidationFailed
 from ..extensions import db
+from ..models import Job
 from ..serializers import claimed_job, job_view
 from ..state import get_state
 from ..storage import Received, Storage
@@ -101,20 +103,37 @@ def claim_specific(job_id: str) -> Response:
     return _claimed_reply(jobs.claim_specific(db.session, job_id, info, get_state().policy))
 
 
-@bp.get(Routes.DOWNLOAD_INPUT)
-@require_key(KeyKind.WORKER)
-def download_input(job_id: str) -> Response:
-    """Stream the job's uploaded input to the lease holder."""
+def _leased_job(job_id: str) -> Job:
+    """The job held under this request's lease token (409 otherwise); the call confirms the claim."""
     require_job_id(job_id)
     _touch()
     token = _lease_token()
     job = jobs.lease_run(db.session, job_id, token)
     if job.confirmed_at is None:
         jobs.confirm(db.session, job_id, token)
+    return job
+
+
+@bp.get(Routes.DOWNLOAD_INPUT)
+@require_key(KeyKind.WORKER)
+def download_input(job_id: str) -> Response:
+    """Stream the job's uploaded input to the lease holder."""
+    job = _leased_job(job_id)
     if job.input_size is None or not job.input_sha256:
         raise NotFound("the job has no uploaded input (fetch its source_url)")
     relpath = get_state().storage.input_relpath(job_id)
     return send_stored(relpath, job.input_sha256, job.input_name or "input", "application/octet-stream")
+
+
+@bp.get(Routes.DOWNLOAD_SUBTITLES)
+@require_key(KeyKind.WORKER)
+def download_subtitles(job_id: str) -> Response:
+    """Stream a dub's own subtitles to the lease holder (404 when the job has none)."""
+    job = _leased_job(job_id)
+    if not job.subtitles_sha256:
+        raise NotFound("the job has no subtitles")
+    relpath = get_state().storage.subtitles_relpath(job_id)
+    return send_stored(relpath, job.subtitles_sha256, "subtitles", "text/plain; charset=utf-8")
 
 
 @bp.post(Routes.HEARTBEAT)

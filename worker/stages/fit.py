@@ -117,14 +117,37 @@ def fit_segments(synthesized: Sequence[SynthesizedSegment], timeline: Sequence[T
     sr = options.sample_rate
     track = np.zeros(int(round(duration * sr)), np.float32)
     by_index = {s.index: s for s in synthesized}
+    placed = []
+    for seg, moved, limit in _layout(timeline, duration, options, onsets):
+        placed.append(_place(by_index.get(seg.index), moved, limit, track, options, seg.start))
+    return FitResult(tuple(placed), track, sr)
+
+
+def _layout(timeline: Sequence[TranslatedSegment], duration: float, options: FitOptions,
+            onsets: Mapping[int, float] | None):
+    """(segment, segment moved to its onset, latest end) for each line in time order."""
     ordered = sorted(timeline, key=lambda s: (s.start, s.index))
     starts = [_start(seg, (onsets or {}).get(seg.index), ordered[i - 1].end if i else 0.0)
               for i, seg in enumerate(ordered)]
     shifted = [replace(seg, start=start) for seg, start in zip(ordered, starts)]
-    placed = []
-    for seg, moved, limit in zip(ordered, shifted, slot_limits(shifted, duration, options.gap)):
-        placed.append(_place(by_index.get(seg.index), moved, limit, track, options, seg.start))
-    return FitResult(tuple(placed), track, sr)
+    return list(zip(ordered, shifted, slot_limits(shifted, duration, options.gap)))
+
+
+def rooms(timeline: Sequence[TranslatedSegment], duration: float,
+          options: FitOptions = FitOptions(),
+          onsets: Mapping[int, float] | None = None) -> dict[int, float]:
+    """Seconds each line's clip may last at normal speed (from its onset to the next line)."""
+    return {seg.index: max(0.0, limit - moved.start)
+            for seg, moved, limit in _layout(timeline, duration, options, onsets)}
+
+
+def clip_seconds(synth: SynthesizedSegment, options: FitOptions = FitOptions()) -> float:
+    """How long a synthesized clip lasts as placed (without the engine's edge silence)."""
+    if synth.wav_path is None:
+        return 0.0
+    clip = _load_clip(synth.wav_path, options.sample_rate, options.trim_silence_db,
+                      options.trim_below_peak_db)
+    return len(clip) / options.sample_rate
 
 
 def _start(seg: TranslatedSegment, onset: float | None, prev_end: float) -> float:

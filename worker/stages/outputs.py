@@ -88,12 +88,22 @@ def dub_report(timeline: Sequence[TranslatedSegment], synthesized: Sequence[Synt
             "synth_duration": _round(s.duration) if s else 0.0,
             "speed": round(p.speed, 4) if p else 1.0,
             "engine": (s.engine if s else "") or "",
-            "flags": sorted(set((s.flags if s else ()) + (p.flags if p else ()))),
+            "translation_engine": seg.engine, "translation_note": seg.note or None,
+            "flags": sorted(set((s.flags if s else ()) + (p.flags if p else ())
+                                + _mt_flags(seg))),
             "error": s.error if s else None,
         })
     if onsets:
         summary = {**summary, "onsets": onset_summary(onsets)}
     return {**meta, "summary": summary, "segments": rows}
+
+
+def _mt_flags(seg: TranslatedSegment) -> tuple[str, ...]:
+    """Report flags for how a line's translation came about (mt_guard notes, shortening)."""
+    note = seg.note or ""
+    flags = ("mt_fallback",) if note.startswith(("fallback", "unchecked")) else ()
+    flags += ("mt_retried",) if note.startswith("retried") else ()
+    return flags + (("shortened",) if "shortened" in note else ())
 
 
 def write_report(out_dir: Path, report: dict) -> OutputFile:

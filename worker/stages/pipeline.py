@@ -10,14 +10,15 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from shared.glossary import parse_glossary
 from shared.protocol import JobKind, Stage
 from worker.context import JobContext, JobResult, OutputFile
 from worker.errors import PermanentJobError, UnsupportedJob
-from worker.stages import outputs, tts
+from worker.stages import adapt, outputs, tts, user_subtitles
 from worker.stages.fit import FitOptions, MixOptions, fit_segments, fit_summary, mix_dub
 from worker.stages.mux import encode_audio, mux_dubbed_video
 from worker.stages.onset import speech_onsets
@@ -49,6 +50,8 @@ class MediaOptions:
     max_speed: float = 1.35
     overlap: bool | None = None  # None: decide per machine (see overlap_pays)
     allow_downloads: bool = False
+    glossary: dict = field(default_factory=dict)  # {"term": "translation"} (shared.glossary)
+    shorten: bool = True  # ask the engine for a shorter line before speeding a clip up
 
     @classmethod
     def from_job(cls, job) -> "MediaOptions":
@@ -64,6 +67,8 @@ class MediaOptions:
                 keep_original=_bool(raw.get("keep_original", True)),
                 max_speed=_speed(raw.get("max_speed", 1.35)),
                 overlap=None if raw.get("overlap") in (None, "auto") else _bool(raw["overlap"]),
+                glossary=parse_glossary(raw.get("glossary")),
+                shorten=_bool(raw.get("shorten", True)),
                 allow_downloads=_bool(os.environ.get("DUBFLEET_ALLOW_DOWNLOADS", "0")))
         except (TypeError, ValueError) as exc:
             raise PermanentJobError(f"bad job options: {exc}") from exc
@@ -144,6 +149,7 @@ class JobState:
     timings: dict[str, float] = field(default_factory=dict)
     overlapped: bool = False
     voice: dict | None = None  # the dub's voice and why it was chosen (tts.choose_voice)
+    subtitles: str | None = None  # a dub from the user's subtitles: "source" or "target" text
 
     @property
     def duration(self) -> float:
@@ -226,7 +232,7 @@ class MediaPipeline:
     def _translator(self, opts: MediaOptions, source: str, target: str,
                     audio: DecodedAudio | None) -> Translator:
         return choose_engine(source, target, opts.translation_engine, audio=audio,
-                             asr_model=opts.asr_model)
+                             asr_model=opts.asr_model, glossary=opts.glossary)
 
     def _translate(self, ctx: JobContext, state: JobState, opts: MediaOptions,
                    transcript: Transcript, progress: Progress) -> Translation:
@@ -257,9 +263,15 @@ class MediaPipeline:
         t0 = time.monotonic()
         words = {seg.index: seg.words for seg in transcript.segments}
         onsets = speech_onsets(translation.segments, words, state.audio.wav_path)
-        fit = fit_segments(synthesized, translation.segments, state.duration,
-                           FitOptions(max_speed=opts.max_speed),
-                           onsets={i: o.onset for i, o in onsets.items()})
+        fit_options = FitOptions(max_speed=opts.max_speed)
+        starts = {i: o.onset for i, o in onsets.items()}
+        if opts.shorten:
+            shortened, synthesized = dubber.shorten(translation, synthesized, fit_options, starts)
+            if shortened is not translation:  # the spoken lines changed: so do the subtitles
+                translation = shortened
+                self._keep_translation(ctx, state, transcript, translation)
+        fit = fit_segments(synthesized, translation.segments, state.duration, fit_options,
+                           onsets=starts)
         wav = mix_dub(fit, input_path, state.out / "dubbed_mix.wav",
                       MixOptions(keep_original=opts.keep_original))
         progress.update("mix", 0.4, "mixed the dubbed track")
@@ -297,8 +309,9 @@ class MediaPipeline:
 
     def _meta(self, ctx: JobContext, state: JobState, opts: MediaOptions, transcript: Transcript,
               translation: Translation, chain: Sequence) -> dict:
-        return {"job_id": ctx.job.job_id, "source_language": transcript.language,
-                "target_language": translation.target_language, "asr_model": transcript.model,
+        return {"job_id": ctx.job.job_id, "source_language": transcript.language or None,
+                "target_language": translation.target_language,
+                "asr_model": transcript.model or None, "subtitles": state.subtitles,
                 "translation_engine": translation.engine,
                 "tts_engines": [engine.name for engine in chain],
                 "source_duration": round(state.duration, 3), "max_speed": opts.max_speed,
@@ -321,7 +334,12 @@ class _Dubber:
         self.clones = any(getattr(engine, "is_xtts", False) for engine in chain)
 
     def recognise_and_voice(self):
-        """Run ASR, translating and voicing finished sentences on the way; return all three."""
+        """Run ASR, translating and voicing finished sentences on the way; return all three.
+
+        A job with the user's own subtitles skips recognition (see user_subtitles)."""
+        user = user_subtitles.load(self.ctx, self.state.duration)
+        if user is not None:
+            return user_subtitles.voice(self, user)
         t0 = time.monotonic()
         wanted = overlap_pays() if self.opts.overlap is None else self.opts.overlap
         overlap = wanted and self._text_translator_ready()
@@ -346,6 +364,26 @@ class _Dubber:
                                   self.translator.name if self.translator else "none")
         self.pipeline._keep_translation(self.ctx, self.state, transcript, translation)
         return transcript, translation, sorted(result.synthesized, key=lambda s: s.index)
+
+    def shorten(self, translation: Translation, synthesized: list, fit_options: FitOptions,
+                onsets: dict[int, float]) -> tuple[Translation, list]:
+        """Re-translate shorter (and re-voice) the lines too long for their slot (adapt)."""
+        translator = self.translator
+        if not isinstance(translator, TextTranslator):
+            return translation, synthesized
+        t0 = time.monotonic()
+        target = self.ctx.job.target_language
+        timeline, synthesized, count = adapt.shorten_to_fit(
+            translator, translation.segments, synthesized, self.state.duration, fit_options,
+            onsets, translation.source_language, target,
+            voice=lambda segs: tts.synthesize_segments(
+                segs, target, self.chain, self.state.out / "tts-shortened",
+                voices=self._voices(segs), speaker_wav=self._speaker(segs),
+                check=self.ctx.check))
+        self.state.timings["shorten"] = round(time.monotonic() - t0, 3)
+        if not count:
+            return translation, synthesized
+        return replace(translation, segments=tuple(timeline)), synthesized
 
     def _text_translator_ready(self) -> bool:
         """Overlap needs a text engine chosen before recognition ends, so a known language."""

@@ -3,119 +3,58 @@
 Subtitles keep their cue timings: cues are grouped into sentences (a sentence often spans several
 cues), each sentence is translated whole, and the result is shared over its cues in proportion to
 their length, exactly as transcript segments are. Plain text is one cue per line, each line
-translated on its own. Bad input fails the job permanently with a readable reason.
+translated on its own. Bad input fails the job permanently with a readable reason. The parsing
+itself lives in `shared.subtitles` (re-exported here with its errors as `BadMedia`).
 """
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from shared import subtitles
+from shared.glossary import parse_glossary
 from shared.protocol import Stage
+from shared.subtitles import (MAX_CUES, MAX_INPUT_BYTES, SRT, TEXT, VTT, Cue, Document,
+                              SubtitleError, guess_language)
 from worker.context import JobContext, JobResult, OutputFile
 from worker.errors import BadMedia
-from worker.stages.subtitles import Cue, parse_srt, parse_vtt, write_srt, write_vtt
+from worker.stages.subtitles import write_srt, write_vtt
 from worker.stages.translate import choose_engine
 from worker.stages.types import Segment
 
 logger = logging.getLogger(__name__)
 
-MAX_INPUT_BYTES = 5 * 1024 * 1024
-MAX_CUES = 20_000
+__all__ = ["MAX_CUES", "MAX_INPUT_BYTES", "SRT", "TEXT", "VTT", "Cue", "Document",
+           "TranslatePipeline", "check_timings", "decode_text", "guess_language", "parse_document"]
+
 MAX_CUE_LINES = 50
-SRT, VTT, TEXT = "srt", "vtt", "txt"
-_TIMING_LINE = re.compile(r"^\s*[\d:.,]+\s+-->\s+[\d:.,]+", re.MULTILINE)
 _CONTENT_TYPES = {SRT: "application/x-subrip", VTT: "text/vtt", TEXT: "text/plain; charset=utf-8"}
-
-# A few very common words per language: enough to tell the source of a subtitle file apart when
-# the job says `auto` (the engines need a named source language).
-_STOPWORDS = {
-    "en": "the and is are you that to of it in this was for with have not what".split(),
-    "es": "el la los las que de y es en un una por para con no lo se del al".split(),
-    "fr": "le la les et est que de des un une pour avec pas ce qui dans il".split(),
-    "pt": "o a os as que de e um uma para com não do da em se por".split(),
-    "it": "il la che di e un una per con non è sono gli del della in".split(),
-    "de": "der die das und ist nicht ein eine zu mit den von sie es ich".split(),
-    "ca": "el la els les que de i és un una per amb no del al en".split(),
-}
-
-
-@dataclass(frozen=True)
-class Document:
-    """A parsed input: its format and cues (text documents: one cue per line, no timings)."""
-
-    kind: str
-    cues: tuple[Cue, ...]
 
 
 def decode_text(raw: bytes) -> str:
     """UTF-8 (with or without BOM) or UTF-16 text; anything else is not a subtitle file."""
-    if len(raw) > MAX_INPUT_BYTES:
-        raise BadMedia(f"the input is larger than {MAX_INPUT_BYTES // 1024 // 1024} MB: "
-                       "not a subtitle or text file")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadMedia("the input is not a subtitle or text file (not UTF-8 text)") from None
-    if "\x00" in text:
-        raise BadMedia("the input is not a subtitle or text file (binary data)")
-    return text
+        return subtitles.decode_text(raw)
+    except SubtitleError as exc:
+        raise BadMedia(str(exc)) from None
 
 
-def parse_document(raw: bytes) -> Document:
-    """Detect the format (WebVTT header, SRT timing lines, else plain text) and parse it."""
-    text = decode_text(raw).replace("\r\n", "\n").replace("\r", "\n")
-    if text.lstrip().startswith("WEBVTT"):
-        kind, cues = VTT, _parse(parse_vtt, text.lstrip())
-    elif _TIMING_LINE.search(text):
-        kind, cues = SRT, _parse(parse_srt, text)
-    else:
-        lines = [line.strip() for line in text.split("\n")]
-        kind, cues = TEXT, [Cue(float(i), float(i + 1), line) for i, line in enumerate(lines) if line]
-    cues = [c for c in cues if c.text.strip()] if kind != TEXT else cues
-    if not cues:
-        raise BadMedia("the input has no text to translate (no cues)")
-    if len(cues) > MAX_CUES:
-        raise BadMedia(f"the input has more than {MAX_CUES} cues")
-    if kind != TEXT:
-        check_timings(cues)
-    return Document(kind, tuple(cues))
-
-
-def _parse(parser, text: str) -> list[Cue]:
-    """Run a subtitle parser; a malformed timestamp is a readable failure."""
+def parse_document(raw: bytes, allow_text: bool = True) -> Document:
+    """Detect the format (WebVTT header, SRT timing lines, else plain text) and parse it;
+    a bad file fails the job permanently with the reason."""
     try:
-        return parser(text)
-    except ValueError as exc:
-        if "'-" in str(exc):
-            raise BadMedia(f"a cue has a negative time: {exc}") from None
-        raise BadMedia(f"the subtitle file is malformed: {exc}") from None
+        return subtitles.parse_document(raw, allow_text=allow_text)
+    except SubtitleError as exc:
+        raise BadMedia(str(exc)) from None
 
 
 def check_timings(cues: Sequence[Cue]) -> None:
     """Cues must have non-negative times, end after they start, and come in order without overlap."""
-    previous_end = 0.0
-    for number, cue in enumerate(cues, 1):
-        if cue.start < 0 or cue.end < 0:
-            raise BadMedia(f"cue {number} has a negative time")
-        if cue.end <= cue.start:
-            raise BadMedia(f"cue {number} ends before it starts")
-        if cue.start < previous_end - 1e-3:
-            raise BadMedia(f"cue {number} overlaps the cue before it (or the cues are out of order)")
-        previous_end = cue.end
-
-
-def guess_language(cues: Sequence[Cue], candidates: Sequence[str] = tuple(_STOPWORDS)) -> str:
-    """The most likely language of the cues by common-word counts (English when nothing matches)."""
-    words = re.findall(r"[^\W\d_]+", " ".join(c.text for c in cues[:500]).lower())
-    scores = {lang: sum(1 for w in words if w in set(_STOPWORDS[lang])) for lang in candidates
-              if lang in _STOPWORDS}
-    best = max(scores, key=scores.get, default="en")
-    return best if scores.get(best) else "en"
+    try:
+        subtitles.check_timings(cues)
+    except SubtitleError as exc:
+        raise BadMedia(str(exc)) from None
 
 
 def _as_segments(cues: Sequence[Cue]) -> list[Segment]:
@@ -137,7 +76,11 @@ class TranslatePipeline:
             logger.info("job %s: source language guessed as %s", job.job_id, source)
         target = job.target_language
         ctx.stage(Stage.TRANSLATING, f"{len(document.cues)} cues, {source}→{target}")
-        engine = choose_engine(source, target, _preferred_engine(job.options))
+        try:
+            glossary = parse_glossary((job.options or {}).get("glossary"))
+        except ValueError as exc:
+            raise BadMedia(f"bad job options: {exc}") from None
+        engine = choose_engine(source, target, _preferred_engine(job.options), glossary=glossary)
         texts = self._translate(ctx, engine, document, source, target)
         outputs = self._write(ctx.work_dir, document, texts, target)
         ctx.progress(100.0)
@@ -147,9 +90,11 @@ class TranslatePipeline:
     @staticmethod
     def _translate(ctx: JobContext, engine, document: Document, source: str, target: str) -> list[str]:
         """Translated text per cue."""
-        if document.kind == TEXT and hasattr(engine, "engine"):
-            # Lines of a text file are independent: translate each as its own unit.
-            return engine.engine.translate_texts([c.text for c in document.cues], source, target)
+        if document.kind == TEXT and hasattr(engine, "render"):
+            # Lines of a text file are independent: translate each as its own unit (the
+            # neighbouring lines are still context for the LLM, and the glossary applies).
+            lines = [c.text for c in document.cues]
+            return [r.text for r in engine.render(lines, 0, len(lines), source, target)]
         translation = engine.translate(_as_segments(document.cues), source, target, check=ctx.check)
         return [seg.text for seg in translation.segments]
 

@@ -1,4 +1,5 @@
-"""Subtitles: SRT and WebVTT writers (wrapped, at most two lines a cue) and simple parsers.
+"""Subtitles: SRT and WebVTT writers (wrapped, at most two lines a cue); the parsers live in
+`shared.subtitles` (the coordinator checks files at submit) and are re-exported here.
 
 Segments are anything with `start`, `end` (seconds) and `text` (Segment, TranslatedSegment, Cue).
 A segment whose text needs more than `max_lines` lines becomes several cues, its time shared in
@@ -6,15 +7,16 @@ proportion to their length.
 """
 from __future__ import annotations
 
-import html
 import math
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from shared.subtitles import Cue, parse_srt, parse_timestamp, parse_vtt
 from worker.stages.text import greedy_pack
+
+__all__ = ["Cue", "Timed", "build_cues", "format_timestamp", "parse_srt", "parse_timestamp",
+           "parse_vtt", "to_srt", "to_vtt", "wrap_text", "write_srt", "write_vtt"]
 
 MAX_LINE = 42
 MAX_LINES = 2
@@ -28,15 +30,6 @@ class Timed(Protocol):
     text: str
 
 
-@dataclass(frozen=True)
-class Cue:
-    """One subtitle cue; `text` holds its lines joined by newlines."""
-
-    start: float
-    end: float
-    text: str
-
-
 def format_timestamp(seconds: float, decimal: str = ",") -> str:
     """00:01:02,345 (SRT) or 00:01:02.345 (VTT, decimal='.'); hours grow past 99 if needed."""
     ms = max(0, int(round(seconds * 1000)))
@@ -44,15 +37,6 @@ def format_timestamp(seconds: float, decimal: str = ",") -> str:
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
-
-
-def parse_timestamp(text: str) -> float:
-    """'01:02:03,456', '01:02:03.456' or '02:03.456' -> seconds."""
-    match = re.fullmatch(r"(?:(\d+):)?(\d{1,2}):(\d{1,2})[,.](\d{1,3})", text.strip())
-    if not match:
-        raise ValueError(f"bad timestamp {text!r}")
-    hours, minutes, secs, frac = match.groups()
-    return int(hours or 0) * 3600 + int(minutes) * 60 + int(secs) + int(frac.ljust(3, "0")) / 1000
 
 
 def wrap_text(text: str, max_line: int = MAX_LINE) -> list[str]:
@@ -121,34 +105,3 @@ def write_vtt(segments: Iterable[Timed], path: Path, **wrap) -> Path:
     """Write a WebVTT file (UTF-8)."""
     Path(path).write_text(to_vtt(segments, **wrap), encoding="utf-8")
     return Path(path)
-
-
-_TIMING = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)")
-
-
-def _parse_blocks(text: str, vtt: bool) -> list[Cue]:
-    """Cues from blank-line separated blocks holding a timing line."""
-    cues = []
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").strip()):
-        lines = block.split("\n")
-        at = next((i for i, line in enumerate(lines) if _TIMING.match(line)), None)
-        if at is None:
-            continue  # header, NOTE, STYLE, or junk
-        start, end = _TIMING.match(lines[at]).groups()
-        body = "\n".join(lines[at + 1:])
-        body = html.unescape(body) if vtt else body
-        cues.append(Cue(parse_timestamp(start), parse_timestamp(end), body))
-    return cues
-
-
-def parse_srt(text: str) -> list[Cue]:
-    """Cues of an SRT document."""
-    return _parse_blocks(text.lstrip("\ufeff"), vtt=False)
-
-
-def parse_vtt(text: str) -> list[Cue]:
-    """Cues of a WebVTT document (cue settings ignored, entities unescaped)."""
-    text = text.lstrip("\ufeff")
-    if not text.startswith("WEBVTT"):
-        raise ValueError("not a WebVTT document")
-    return _parse_blocks(text, vtt=True)

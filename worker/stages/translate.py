@@ -13,6 +13,8 @@ from typing import Callable, Protocol, Sequence
 from worker.errors import UnsupportedJob
 from worker.stages.translate_apertium import ApertiumEngine
 from worker.stages.translate_argos import ArgosEngine
+from worker.stages.mt_guard import GuardedEngine, Rendered, apply_glossary
+from worker.stages.translate_llm import LLMEngine, Request
 from worker.stages.types import DecodedAudio, Segment, TranslatedSegment, Translation
 
 logger = logging.getLogger(__name__)
@@ -22,12 +24,13 @@ __all__ = ["Translator", "TextTranslator", "TextEngine", "IdentityEngine", "Argo
            "split_proportionally"]
 
 Check = Callable[[], None]
-ENGINES = ("argos", "apertium", "whisper", "identity")
+ENGINES = ("llm", "argos", "apertium", "whisper", "identity")
 NO_SPACE_LANGUAGES = frozenset({"ja", "zh", "yue", "th", "lo", "km", "my", "bo"})
 MAX_GROUP_SEGMENTS = 6
 MAX_GROUP_CHARS = 400
 MAX_GAP_SECONDS = 2.0
 BATCH_UNITS = 16
+CONTEXT_BEFORE = 2  # earlier sentences (with their translations) given to the LLM as context
 _SENTENCE_END_RE = re.compile(r"[.!?…。！？][\"'”’»)\]]*$")
 
 
@@ -127,35 +130,56 @@ def split_proportionally(text: str, weights: list[int], by_chars: bool = False) 
 
 
 class TextTranslator:
-    """Sentence-aware segment translation through a text engine."""
+    """Sentence-aware segment translation through a text engine.
 
-    def __init__(self, engine: TextEngine):
+    The guarded LLM translates units in order, each with the job's preceding sentences and their
+    translations as context (earlier calls count too: a dub translated unit by unit keeps it).
+    A glossary goes to the LLM in its prompt and is substituted into the source for other engines.
+    """
+
+    def __init__(self, engine: TextEngine, glossary: dict[str, str] | None = None):
         self.engine = engine
         self.name = engine.name
+        self.glossary = dict(glossary or {})
 
     def translate(self, segments: Sequence[Segment], source_lang: str, target_lang: str,
                   check: Check | None = None) -> Translation:
         """Translate sentence units in batches and re-split them over their segments."""
         units = group_sentences(segments)
+        texts = [" ".join(s.text.strip() for s in unit if s.text.strip()) for unit in units]
         out: list[TranslatedSegment] = []
         for start in range(0, len(units), BATCH_UNITS):
             if check:
                 check()
-            batch = units[start:start + BATCH_UNITS]
-            texts = [" ".join(s.text.strip() for s in unit if s.text.strip()) for unit in batch]
-            translated = self.engine.translate_texts(texts, source_lang, target_lang)
-            for unit, text in zip(batch, translated):
-                out += self._resplit(unit, text, source_lang, target_lang)
+            rendered = self.render(texts, start, min(start + BATCH_UNITS, len(units)),
+                                   source_lang, target_lang)
+            for unit, result in zip(units[start:start + BATCH_UNITS], rendered):
+                out += self._resplit(unit, result, source_lang, target_lang)
         return Translation(source_language=source_lang, target_language=target_lang,
                            segments=tuple(out), engine=self.name)
 
-    def _resplit(self, unit: list[Segment], text: str, source: str,
+    def render(self, texts: list[str], start: int, stop: int, source: str,
+               target: str) -> list[Rendered]:
+        """Translate texts[start:stop] (the guarded LLM sees the job's earlier sentences)."""
+        if isinstance(self.engine, GuardedEngine):
+            return self.engine.render([Request(t) for t in texts[start:stop]], source, target)
+        batch = [apply_glossary(t, self.glossary) for t in texts[start:stop]]
+        return [Rendered(t, self.name) for t in self.engine.translate_texts(batch, source, target)]
+
+    def shorten(self, items: Sequence[tuple[str, str, int]], source: str,
+                target: str) -> list[str] | None:
+        """Shorter translations sized to syllable budgets, or None if the engine cannot."""
+        shorten = getattr(self.engine, "shorten", None)
+        return shorten(items, source, target) if shorten else None
+
+    def _resplit(self, unit: list[Segment], rendered: Rendered, source: str,
                  target: str) -> list[TranslatedSegment]:
         """Spread a unit's translation over its segments."""
         weights = [_weight(s.text, source in NO_SPACE_LANGUAGES) for s in unit]
-        parts = split_proportionally(text, weights, by_chars=target in NO_SPACE_LANGUAGES)
+        parts = split_proportionally(rendered.text, weights, by_chars=target in NO_SPACE_LANGUAGES)
         return [TranslatedSegment(index=s.index, start=s.start, end=s.end, source_text=s.text,
-                                  text=part, engine=self.name) for s, part in zip(unit, parts)]
+                                  text=part, engine=rendered.engine, note=rendered.note)
+                for s, part in zip(unit, parts)]
 
 
 def _overlap(a: Segment, b: Segment) -> float:
@@ -208,8 +232,22 @@ def _whisper_engine(audio: DecodedAudio | None, asr_model: str) -> WhisperTransl
     return WhisperTranslateEngine(audio, model) if model in offline_asr_models() else None
 
 
+def _fallback_engine(source: str, target: str) -> TextEngine | None:
+    """The engine the LLM falls back to: Apertium where it covers the pair, else Argos."""
+    for engine in (ApertiumEngine(), ArgosEngine()):
+        if engine.supports(source, target):
+            return engine
+    return None
+
+
+def _llm(source: str, target: str, glossary: dict[str, str] | None) -> TextTranslator:
+    guarded = GuardedEngine(LLMEngine(), _fallback_engine(source, target), glossary,
+                            context=CONTEXT_BEFORE)
+    return TextTranslator(guarded, glossary)
+
+
 def _preferred(preferred: str, source: str, target: str, audio: DecodedAudio | None,
-               asr_model: str) -> Translator:
+               asr_model: str, glossary: dict[str, str] | None = None) -> Translator:
     """Return the engine the job asked for, or explain why it cannot run here."""
     name = preferred.lower().removesuffix("-translate")
     if name not in ENGINES:
@@ -221,24 +259,33 @@ def _preferred(preferred: str, source: str, target: str, audio: DecodedAudio | N
             raise UnsupportedJob("whisper translate needs the source audio, a multilingual "
                                  "model and English as the target")
         return engine
+    if name == "llm":
+        if not LLMEngine().supports(source, target):
+            raise UnsupportedJob(f"the LLM engine does not cover {source}→{target} on this "
+                                 "worker (is the model installed? `worker models list`)")
+        return _llm(source, target, glossary)
     text_engine = {"argos": ArgosEngine, "apertium": ApertiumEngine,
                    "identity": IdentityEngine}[name]()
     if not text_engine.supports(source, target):
         raise UnsupportedJob(f"translation engine '{name}' does not cover {source}→{target} "
                              "on this worker")
-    return TextTranslator(text_engine)
+    return TextTranslator(text_engine, glossary)
 
 
 def choose_engine(source: str, target: str, preferred: str | None = None,
-                  audio: DecodedAudio | None = None, asr_model: str = "base") -> Translator:
-    """Pick a translator: identity, Argos, Apertium, then whisper (→en), unless one is named."""
+                  audio: DecodedAudio | None = None, asr_model: str = "base",
+                  glossary: dict[str, str] | None = None) -> Translator:
+    """Pick a translator: identity, the LLM (guarded, Apertium fallback), Argos, Apertium, then
+    whisper (→en), unless the job names one."""
     if source == target:
         return TextTranslator(IdentityEngine())
     if preferred:
-        return _preferred(preferred, source, target, audio, asr_model)
+        return _preferred(preferred, source, target, audio, asr_model, glossary)
+    if source != "auto" and LLMEngine().supports(source, target):
+        return _llm(source, target, glossary)
     for engine in (ArgosEngine(), ApertiumEngine()):
         if source != "auto" and engine.supports(source, target):
-            return TextTranslator(engine)
+            return TextTranslator(engine, glossary)
     whisper = _whisper_engine(audio, asr_model) if target == "en" else None
     if whisper is not None:
         return whisper

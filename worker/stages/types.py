@@ -75,6 +75,7 @@ class TranslatedSegment:
     source_text: str
     text: str
     engine: str = ""
+    note: str = ""  # why another engine or a retry produced this line (mt_guard), or ""
 
 
 @dataclass(frozen=True)
