@@ -24,7 +24,7 @@ from worker.stages.translate_llm import (  # noqa: E402
     LlamaBackend, LLMEngine, Request, _END_TOKENS, _default_threads,
 )
 
-DEV = ROOT.parent / "shared" / "data" / "mt-dev"
+DEV = ROOT / "tests" / "media" / "data" / "mt-dev"  # a copy of the team's ../shared/data/mt-dev
 CT2_DIR = "qwen2.5-coder-1.5b-instruct-ct2-int8"
 
 
@@ -95,8 +95,6 @@ def measure(runtime: str, path: str, src: list[str], refs: list[list[str]]) -> d
     rss0, t0 = _rss_mb(), time.perf_counter()
     engine = LLMEngine(LlamaBackend(path) if runtime == "llama_cpp" else CT2Backend(path))
     load = time.perf_counter() - t0
-    context = [Request(s, tuple(src[max(0, i - 2):i]), tuple(src[i + 1:i + 2]))
-               for i, s in enumerate(src)]
     t0 = time.perf_counter()
     batched = engine.translate_requests([Request(s) for s in src], "en", "es")
     t_batch = time.perf_counter() - t0
@@ -104,7 +102,10 @@ def measure(runtime: str, path: str, src: list[str], refs: list[list[str]]) -> d
     single = [engine.translate_requests([Request(s)], "en", "es")[0] for s in src]
     t_single = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with_context = engine.translate_requests(context, "en", "es")
+    with_context: list[str] = []  # as the worker does: the two previous pairs as earlier turns
+    for i, text in enumerate(src):
+        before = tuple(zip(src[max(0, i - 2):i], with_context[max(0, i - 2):i]))
+        with_context += engine.translate_requests([Request(text, before)], "en", "es")
     t_context = time.perf_counter() - t0
     return {"load_s": round(load, 2), "sentences_per_s_all_at_once": round(len(src) / t_batch, 2),
             "sentences_per_s_one_by_one": round(len(src) / t_single, 2),

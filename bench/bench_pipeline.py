@@ -148,17 +148,20 @@ def run_job(n: int, kind: str, overlap: bool, video: Path, duration: float, tmp:
     return out
 
 
-def timed(fn, *args, **kw):
-    """(result, seconds) of one call."""
-    t0 = time.perf_counter()
+def timed(fn, *args, cpu: dict | None = None, name: str = "", **kw):
+    """(result, seconds) of one call; its CPU seconds (process + children) go to cpu[name]."""
+    c0, t0 = cpu_s(), time.perf_counter()
     value = fn(*args, **kw)
+    if cpu is not None:
+        cpu[name] = round(cpu_s() - c0, 1)
     return value, time.perf_counter() - t0
 
 
 def stage_breakdown(video: Path, duration: float, tmp: Path, asr_model: str) -> dict:
     """Each stage alone, warm, one after the other (no overlap): seconds and RTF."""
     from worker.stages import tts
-    from worker.stages.fit import FitOptions, fit_segments, mix_dub
+    from worker.stages.adapt import shorten_to_fit
+    from worker.stages.fit import FitOptions, fit_segments, fit_summary, mix_dub
     from worker.stages.mux import encode_audio, mux_dubbed_video
     from worker.stages.probe import decode_audio
     from worker.stages.transcribe import Transcriber
@@ -166,26 +169,36 @@ def stage_breakdown(video: Path, duration: float, tmp: Path, asr_model: str) -> 
 
     out = tmp / "stages"
     out.mkdir(parents=True)
-    t = {}
-    audio, t["decode"] = timed(decode_audio, video, out / "audio16k.wav")
-    transcript, t["asr"] = timed(Transcriber(asr_model).transcribe, audio, "en")
+    t, cpu = {}, {}
+    audio, t["decode"] = timed(decode_audio, video, out / "audio16k.wav", cpu=cpu, name="decode")
+    transcript, t["asr"] = timed(Transcriber(asr_model).transcribe, audio, "en", cpu=cpu,
+                                 name="asr")
     translator = choose_engine("en", "es")
-    translation, t["translate"] = timed(translator.translate, transcript.segments, "en", "es")
+    translation, t["translate"] = timed(translator.translate, transcript.segments, "en", "es",
+                                        cpu=cpu, name="translate")
     chain = tts.default_chain("es")
-    voiced, t["tts"] = timed(tts.synthesize_segments, translation.segments, "es", chain,
-                             out / "tts")
-    t0 = time.perf_counter()
-    fit = fit_segments(voiced, translation.segments, duration, FitOptions())
+    voice = lambda segs, where="tts": tts.synthesize_segments(  # noqa: E731
+        segs, "es", chain, out / where)
+    voiced, t["tts"] = timed(voice, translation.segments, cpu=cpu, name="tts")
+    (timeline, voiced, shortened), t["shorten"] = timed(
+        shorten_to_fit, translator, translation.segments, voiced, duration, FitOptions(), None,
+        "en", "es", lambda segs: voice(segs, "tts-short"), cpu=cpu, name="shorten")
+    c0, t0 = cpu_s(), time.perf_counter()
+    fit = fit_segments(voiced, timeline, duration, FitOptions())
     wav = mix_dub(fit, video, out / "mix.wav")
-    t["fit_mix"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t["fit_mix"], cpu["fit_mix"] = time.perf_counter() - t0, round(cpu_s() - c0, 1)
+    c0, t0 = cpu_s(), time.perf_counter()
     encode_audio(wav, out / "dub.m4a", language="es")
     mux_dubbed_video(video, wav, out / "dub.mp4", original_keep=True, language="es",
                      original_language="en")
-    t["mux"] = time.perf_counter() - t0
-    t["total"] = sum(t.values())
+    t["mux"], cpu["mux"] = time.perf_counter() - t0, round(cpu_s() - c0, 1)
+    t["total"], cpu["total"] = sum(t.values()), round(sum(cpu.values()), 1)
+    stages = with_rtf(t, duration)
+    for name, seconds in cpu.items():
+        stages[name]["cpu_s"] = seconds
     return {"translator": translator.name, "tts_chain": [e.name for e in chain],
-            "segments": len(transcript.segments), "stages": with_rtf(t, duration)}
+            "segments": len(transcript.segments), "shortened": shortened,
+            "fit": fit_summary(fit.placed), "stages": stages}
 
 
 def print_report(res: dict) -> None:
@@ -210,7 +223,9 @@ def print_report(res: dict) -> None:
         click.echo(f"\nstages alone (warm; {b['translator']}, TTS {b['tts_chain']}, "
                    f"{b['segments']} segments):")
         for name, v in b["stages"].items():
-            click.echo(f"  {name:<10}{v['s']:>9.1f} s   RTF {v['rtf']:.3f}")
+            click.echo(f"  {name:<10}{v['s']:>9.1f} s   RTF {v['rtf']:.3f}   "
+                       f"CPU {v.get('cpu_s', 0):.1f} s")
+        click.echo(f"  shortened {b['shortened']} lines; fit {b['fit']}")
     click.echo(f"\nprocess peak RSS {res['rss']['process_peak_MB']:.0f} MB, "
                f"{res['rss']['current_MB']:.0f} MB at the end (ffmpeg subprocesses not counted)")
 

@@ -27,6 +27,11 @@ if not os.environ.get("DUBFLEET_MODEL_DIR"):
         if (_DEFAULT_MODELS / _name).is_file():
             (_SANDBOX / "models").mkdir(parents=True, exist_ok=True)
             shutil.copy2(_DEFAULT_MODELS / _name, _SANDBOX / "models" / _name)
+    # and the translation LLM (1.1 GB, joined by setup): linked, not copied
+    _LLM = _DEFAULT_MODELS / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    if _LLM.is_file():
+        (_SANDBOX / "models").mkdir(parents=True, exist_ok=True)
+        (_SANDBOX / "models" / _LLM.name).symlink_to(_LLM)
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from worker.stages.mt_repair import repair
-from worker.stages.translate_llm import LLMEngine, Request, glossary_hits
+from worker.stages.translate_llm import LLMEngine, Request, glossary_hits, substitute_terms
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +99,7 @@ def problem(source: str, output: str, source_lang: str, target_lang: str,
 def apply_glossary(text: str, glossary: Mapping[str, str]) -> str:
     """Replace glossary terms in a source text by their translations (for rule-based engines,
     which pass unknown words through unchanged)."""
-    for term, value in glossary_hits(text, glossary).items():
-        text = re.sub(rf"(?<!\w){re.escape(term)}(?!\w)", value, text, flags=re.IGNORECASE)
-    return text
+    return substitute_terms(text, glossary)
 
 
 class GuardedEngine:

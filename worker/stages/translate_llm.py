@@ -138,6 +138,13 @@ def glossary_hits(text: str, glossary: Mapping[str, str]) -> dict[str, str]:
             if re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, re.IGNORECASE)}
 
 
+def substitute_terms(text: str, glossary: Mapping[str, str]) -> str:
+    """`text` with each glossary term (whole words, any case) replaced by its translation."""
+    for term, value in glossary_hits(text, glossary).items():
+        text = re.sub(rf"(?<!\w){re.escape(term)}(?!\w)", value, text, flags=re.IGNORECASE)
+    return text
+
+
 def clean_output(text: str) -> str:
     """First paragraph of the answer, without labels or wrapping quotes the model adds."""
     text = text.strip().split("\n\n")[0].strip()
@@ -211,11 +218,12 @@ class LLMEngine:
         if not strict:
             turns += list(request.before)
         hits = glossary_hits(request.text, glossary)
-        user = request.text
-        if hits:
-            user = ("Terms (translate exactly so): "
-                    + "; ".join(f'"{k}" → "{v}"' for k, v in hits.items()) + "\n" + user)
-        return _chat(system, turns, user)
+        text = request.text
+        if hits:  # the terms go in already translated, and the rule says to keep them
+            system += (" Keep these terms exactly as written: "
+                       + "; ".join(f'"{v}"' for v in hits.values()) + ".")
+            text = substitute_terms(text, hits)
+        return _chat(system, turns, text)
 
 
 def _name(code: str) -> str:

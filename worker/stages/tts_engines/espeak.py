@@ -40,7 +40,7 @@ class EspeakEngine:
         """Every installed espeak-ng voice name."""
         return espeak_voices()
 
-    def voice_for(self, lang: str) -> str | None:
+    def espeak_voice(self, lang: str) -> str | None:
         """The espeak-ng voice for an ISO code, or None."""
         code = normalize_lang(lang)
         for name in (_VOICE.get(code, code), code, lang.lower()):
@@ -50,7 +50,7 @@ class EspeakEngine:
 
     def supports(self, lang: str) -> bool:
         """Whether espeak-ng has a voice for `lang`."""
-        return self.voice_for(lang) is not None
+        return self.espeak_voice(lang) is not None
 
     def synthesize(self, text: str, lang: str, out_wav: Path, voice: str | None = None,
                    speaker_wav: Path | None = None) -> float:
@@ -58,7 +58,7 @@ class EspeakEngine:
         exe = shutil.which("espeak-ng")
         if not exe:
             raise EngineUnavailable("espeak-ng is not installed")
-        name = voice or self.voice_for(lang)
+        name = voice or self.espeak_voice(lang)
         if name is None:
             raise TTSError(f"espeak-ng has no voice for {lang!r}")
         cmd = [exe, "-v", name, "-s", str(self.rate_wpm), "-b", "1", "-w", str(out_wav), "--stdin"]
