@@ -239,8 +239,6 @@ def test_clean_output(raw, clean):
     assert clean_output(raw) == clean
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a line that starts and ends with a quotation (two "
-                                       "quoted parts) loses its outer quote marks")
 def test_clean_output_keeps_two_quoted_parts():
     assert clean_output('"Sí", dijo. "Vamos"') == '"Sí", dijo. "Vamos"'
 

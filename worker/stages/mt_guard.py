@@ -22,10 +22,10 @@ MIN_RATIO, MAX_RATIO = 0.4, 2.6  # output/source characters, for sources of 20+ 
 STOPWORDS = {
     "en": set("the and is are you that to of it in this was for with have not what be we "
               "they he she on at by from will would can there their our your let".split()),
-    "es": set("el la los las que de y es en un una por para con no lo se del al su sus como "
-              "pero más muy este esta hay son está también".split()),
+    "es": set("el la los las que de y a es en un una por para con no lo se del al su sus como "
+              "pero más muy este esta hay son está también mi ya le les yo".split()),
     "fr": set("le la les et est que de des un une pour avec pas ce qui dans il elle nous vous "
-              "sur au aux du mais".split()),
+              "sur au aux du mais je ne mon ma ton sa ses".split()),
     "pt": set("o a os as que de e um uma para com não do da em se por dos das na no mais "
               "você é".split()),
     "it": set("il la che di e un una per con non è sono gli del della in le lo ma anche più "
@@ -36,8 +36,10 @@ STOPWORDS = {
     "nl": set("de het een en is van dat niet op te zijn met voor ook maar".split()),
 }
 _WORD_RE = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
-_NUMBER_RE = re.compile(r"\d+(?:[.,:]\d+)*")
-_SENTENCE_END_RE = re.compile(r"[.!?…]+(?=\s|$)")
+_NUMBER_RE = re.compile(r"\d(?:[\d.,]*\d)?")
+# "." closing an abbreviation: a word of at most 2 letters ("Dr.", "M.", "a. m.") or one with
+# inner dots ("a.m."); such a "." does not end a sentence.
+_ABBREVIATION_END = re.compile(r"(?:\b[^\W\d_]{1,2}|\.[^\W\d_])\.$")
 
 
 @dataclass(frozen=True)
@@ -80,20 +82,43 @@ def problem(source: str, output: str, source_lang: str, target_lang: str,
         return "empty"
     if len(source) >= 12 and _normal(output) == _normal(source):
         return "untranslated"
-    if len(_SENTENCE_END_RE.findall(output)) > max(1, len(_SENTENCE_END_RE.findall(source))):
+    if sentences(output) > max(1, sentences(source)):
         return "added_sentence"  # typically a context sentence translated along with the line
     language = likely_language(output)
     if language is not None and language != target_lang:
         return "still_source_language" if language == source_lang else "wrong_language"
     if len(source) >= 20 and not MIN_RATIO <= len(output) / len(source) <= MAX_RATIO:
         return "too_long" if len(output) > len(source) else "too_short"
-    missing = [n for n in _NUMBER_RE.findall(source) if n not in output]
-    if missing:
+    if not _numbers_kept(source, output):
         return "number_lost"
     for term, value in glossary_hits(source, glossary or {}).items():
         if value.lower() not in output.lower():
             return "glossary_ignored"
     return None
+
+
+def sentences(text: str) -> int:
+    """How many sentences `text` holds (abbreviations like "Dr." or "a.m." do not end one)."""
+    count = 0
+    for match in re.finditer(r"[.!?…]+(?=\s+[¡¿\"«(]?[^\W\d_]|\s*$)", text.strip()):
+        before = text[:match.end()] if match.group(0) == "." else ""
+        if not (before and _ABBREVIATION_END.search(before)):
+            count += 1
+    return max(count, 1 if _WORD_RE.search(text) else 0)
+
+
+def _numbers_kept(source: str, output: str) -> bool:
+    """Every number of the source is a whole number of the output, separators aside ("1,000" =
+    "1.000" = "1000", "2.5" = "2,5"; a lost "1" is not found inside "13")."""
+    def numbers(text: str) -> list[str]:
+        return [re.sub(r"[.,]", "", n) for n in _NUMBER_RE.findall(text)]
+
+    have = numbers(output)
+    for group in numbers(source):
+        if group not in have:
+            return False
+        have.remove(group)
+    return True
 
 
 def apply_glossary(text: str, glossary: Mapping[str, str]) -> str:
@@ -132,7 +157,8 @@ class GuardedEngine:
         output: a failure is retried once without context, then taken from the fallback."""
         results = []
         for request in requests:
-            context = Request(request.text, tuple(self.history[-self.context:]))
+            recent = self.history[len(self.history) - self.context:] if self.context > 0 else []
+            context = Request(request.text, tuple(recent))
             [out] = self.primary.translate_requests([context], source, target, self.glossary)
             why = problem(request.text, out, source, target, self.glossary)
             if why is None:

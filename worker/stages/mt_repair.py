@@ -49,6 +49,8 @@ def unknown_words(words: list[str], lang: str) -> set[str]:
 
 def leftovers(source: str, output: str, target: str) -> list[str]:
     """Words of `output` copied from `source` that are not words of the target language."""
+    # any capitalised source word may be a name, even a sentence's first (names there are
+    # common; a capitalised leftover like "Selfish" is rare): those are never replaced
     names = {w.lower() for w in _WORD_RE.findall(source) if w[0].isupper()}
     source_words = {w.lower() for w in _WORD_RE.findall(source)}
     copied = [w for w in dict.fromkeys(_WORD_RE.findall(output))
@@ -72,7 +74,7 @@ def repair(source: str, output: str, source_lang: str, target_lang: str) -> tupl
         if word[:1].islower():  # Apertium capitalises a line's first word
             replacement = replacement[:1].lower() + replacement[1:]
         if replacement and replacement.lower() != word.lower() and " " not in replacement:
-            output = re.sub(rf"(?<!\w){re.escape(word)}(?!\w)", replacement, output)
+            output = re.sub(rf"(?<!\w){re.escape(word)}(?!\w)", lambda _m, r=replacement: r, output)
             done.append(f"{word}→{replacement}")
     if done:
         logger.info("repaired untranslated words: %s", ", ".join(done))

@@ -139,10 +139,16 @@ def glossary_hits(text: str, glossary: Mapping[str, str]) -> dict[str, str]:
 
 
 def substitute_terms(text: str, glossary: Mapping[str, str]) -> str:
-    """`text` with each glossary term (whole words, any case) replaced by its translation."""
-    for term, value in glossary_hits(text, glossary).items():
-        text = re.sub(rf"(?<!\w){re.escape(term)}(?!\w)", value, text, flags=re.IGNORECASE)
-    return text
+    """`text` with each glossary term (whole words, any case) replaced by its translation,
+    longest terms first, in one pass (a replacement is never matched again)."""
+    hits = glossary_hits(text, glossary)
+    if not hits:
+        return text
+    lower = {term.lower(): value for term, value in hits.items()}
+    terms = sorted(hits, key=len, reverse=True)
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(t) for t in terms) + r")(?!\w)",
+                         re.IGNORECASE)
+    return pattern.sub(lambda m: lower[m.group(0).lower()], text)
 
 
 def clean_output(text: str) -> str:
@@ -150,7 +156,9 @@ def clean_output(text: str) -> str:
     text = text.strip().split("\n\n")[0].strip()
     text = " ".join(line.strip() for line in text.splitlines() if line.strip())
     text = _LABEL_RE.sub("", text)
-    if len(text) > 1 and text[0] in "\"«“" and text[-1] in "\"»”":
+    quotes = "\"«“»”"
+    if len(text) > 1 and text[0] in quotes and text[-1] in quotes \
+            and not any(q in text[1:-1] for q in quotes):
         text = text[1:-1].strip()
     return text
 
