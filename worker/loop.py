@@ -230,10 +230,12 @@ class Worker:
             return self._end(ctx, "released", lambda: client.release(job))
         except PermanentJobError as exc:
             logger.error("job %s: permanent failure: %s", job.job_id, exc)
-            return self._end(ctx, "failed", lambda: client.fail(job, str(exc), False))
+            reason = str(exc)
+            return self._end(ctx, "failed", lambda: client.fail(job, reason, False))
         except JobFailed as exc:
             logger.error("job %s: attempt failed: %s", job.job_id, exc)
-            return self._end(ctx, "failed", lambda: client.fail(job, str(exc), True))
+            reason = str(exc)
+            return self._end(ctx, "failed", lambda: client.fail(job, reason, True))
         except Exception as exc:
             logger.exception("job %s: attempt failed", job.job_id)
             reason = f"{type(exc).__name__}: {exc}"

@@ -13,7 +13,7 @@ from shared.protocol import (LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS, SHA256_HEADER
 
 from .. import jobs
 from ..auth import require_key
-from ..errors import LeaseLost, NotFound, ValidationFailed
+from ..errors import NotFound, ValidationFailed
 from ..extensions import db
 from ..models import Job
 from ..serializers import claimed_job, job_view

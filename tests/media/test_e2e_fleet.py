@@ -18,6 +18,7 @@ import pytest
 
 from dubfleet.sample import make_sample_video
 from tests.integration.procs import ADMIN_KEY, Api, Coordinator, start_worker, stop_all
+from tests.media.sound import sound_onsets
 from worker.stages.subtitles import parse_srt, parse_vtt
 
 pytestmark = [pytest.mark.media, pytest.mark.integration]
@@ -149,18 +150,7 @@ def test_voice_only_dub_timing_from_decoded_output(fleet, sample, tmp_path):
     assert lang == "es", (lang, prob)
 
 
-def _onsets(audio: np.ndarray, rate: int, frame: float = 0.005, floor_db: float = -45,
-            min_quiet: float = 0.03) -> list[float]:
-    """Times where sound starts after at least `min_quiet` s of silence (fit keeps a 50 ms gap)."""
-    hop = int(rate * frame)
-    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
-    loud = 20 * np.log10(np.sqrt((frames ** 2).mean(axis=1)) + 1e-9) > floor_db
-    onsets, quiet = [], 10**9
-    for i, is_loud in enumerate(loud):
-        if is_loud and quiet * frame >= min_quiet:
-            onsets.append(i * frame)
-        quiet = 0 if is_loud else quiet + 1
-    return onsets
+_onsets = sound_onsets  # fit keeps a 50 ms gap between lines: 30 ms of quiet splits them
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 from dubfleet.sample import make_sample_video
 from shared.subtitles import parse_document
 from tests.integration.procs import ADMIN_KEY, Api, Coordinator, start_worker, stop_all
+from tests.media.sound import sound_onsets
 
 pytestmark = [pytest.mark.media, pytest.mark.integration]
 
@@ -88,18 +89,9 @@ def _voice_track(path: Path, rate: int = 16000) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def _onsets(audio: np.ndarray, rate: int = 16000, frame: float = 0.005,
-            floor_db: float = -45, min_quiet: float = 0.2) -> list[float]:
-    """Where sound starts after at least `min_quiet` s of silence."""
-    hop = int(rate * frame)
-    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
-    loud = 20 * np.log10(np.sqrt((frames ** 2).mean(axis=1)) + 1e-9) > floor_db
-    onsets, quiet = [], 10**9
-    for i, is_loud in enumerate(loud):
-        if is_loud and quiet * frame >= min_quiet:
-            onsets.append(i * frame)
-        quiet = 0 if is_loud else quiet + 1
-    return onsets
+def _onsets(audio: np.ndarray, rate: int = 16000) -> list[float]:
+    """Where sound starts after at least 0.2 s of silence."""
+    return sound_onsets(audio, rate, min_quiet=0.2)
 
 
 def _no_recogniser(log: Path) -> None:
