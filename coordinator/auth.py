@@ -110,6 +110,7 @@ def require_key(*kinds: KeyKind) -> Callable:
             if principal.kind is KeyKind.WORKER:
                 return view(*args, **kwargs)
             return _gated(principal, view, args, kwargs)
+        wrapper.key_kinds = tuple(kinds)  # type: ignore[attr-defined]  # read by coordinator.openapi
         return wrapper
     return decorator
 

@@ -59,6 +59,16 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_DAYS_BY_KIND": None,
     # On SIGTERM: finish in-flight requests for up to this long (new ones get 503), then exit.
     "SHUTDOWN_GRACE_SECONDS": 30.0,
+    # --- object storage (README "Storage") ---
+    # None: inputs and artifacts under DATA_DIR. "s3://bucket/prefix": an S3-compatible store
+    # through boto3 (credentials from boto3's default chain); workers move results there directly.
+    "STORAGE_URL": None,
+    "S3_ENDPOINT_URL": None,  # None: AWS; e.g. https://<account>.r2.cloudflarestorage.com, MinIO
+    "S3_REGION": None,  # None: AWS_REGION, else boto3's own (AWS_DEFAULT_REGION, ~/.aws/config)
+    # How long a presigned URL works (workers ask for fresh ones when it runs out).
+    "PRESIGN_TTL_SECONDS": 900.0,
+    # Parts of a worker's multipart result upload (bigger for results over 1,000 parts).
+    "S3_PART_SIZE_MB": 64,
 }
 
 
@@ -107,10 +117,17 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "WORKER_RATE_LIMIT": str,
     "RATELIMIT_STORAGE_URI": str,
     "RETENTION_DAYS_BY_KIND": str,
+    "STORAGE_URL": str,
+    "S3_ENDPOINT_URL": str,
+    "AWS_REGION": str,
+    "S3_REGION": str,  # after AWS_REGION: wins when both are set
+    "PRESIGN_TTL_SECONDS": float,
+    "S3_PART_SIZE_MB": int,
 }
 
 # Environment variable name -> config key, where they differ.
-_ENV_TO_KEY = {"DUBFLEET_DATA_DIR": "DATA_DIR", "COORDINATOR_THREADS": "THREADS"}
+_ENV_TO_KEY = {"DUBFLEET_DATA_DIR": "DATA_DIR", "COORDINATOR_THREADS": "THREADS",
+               "AWS_REGION": "S3_REGION"}
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -173,7 +190,13 @@ def _check(config: dict[str, Any]) -> None:
         "CHANNEL_TIMEOUT": config["CHANNEL_TIMEOUT"] > 0,
         "HEADER_TIMEOUT": config["HEADER_TIMEOUT"] > 0,
         "SHUTDOWN_GRACE_SECONDS": config["SHUTDOWN_GRACE_SECONDS"] >= 0,
+        # SigV4 presigned URLs live at most 7 days; S3 parts are 5 MiB to 5 GiB.
+        "PRESIGN_TTL_SECONDS": 1 <= config["PRESIGN_TTL_SECONDS"] <= 7 * 86400,
+        "S3_PART_SIZE_MB": 5 <= config["S3_PART_SIZE_MB"] <= 5 * 1024,
     }
+    if config["STORAGE_URL"]:
+        from .storage import parse_storage_url
+        parse_storage_url(config["STORAGE_URL"])  # raises ValueError naming what is wrong
     if config["RETENTION_DAYS"] is not None and config["RETENTION_DAYS"] < 0:
         rules["RETENTION_DAYS"] = False
     from .retention import parse_by_kind

@@ -1,4 +1,5 @@
-"""Files on local disk: job inputs and attempt-scoped artifacts, written atomically."""
+"""Files on local disk: job inputs and attempt-scoped artifacts, written atomically; and the
+choice of store (`open_storage`): this one, or an S3-compatible bucket (`coordinator.s3storage`)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 from shared.protocol import is_valid_artifact_name
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 1024 * 1024
 TEMP_PREFIX = ".upload-"
 _JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 @dataclass(frozen=True)
@@ -61,34 +64,35 @@ class Received:
     sha256: str
 
 
-class Storage:
-    """The data directory: `inputs/<job>/input` (and a dub's `inputs/<job>/subtitles`) and
-    `artifacts/<job>/a<run>/<name>~<unique>`.
+def parse_storage_url(url: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix"); ValueError naming what is wrong."""
+    scheme, _, rest = str(url).partition("://")
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    if scheme != "s3" or not _BUCKET_RE.match(bucket):
+        raise ValueError(f"STORAGE_URL must look like s3://bucket/prefix, not {url!r}")
+    if prefix and (not _PREFIX_RE.match(prefix) or ".." in prefix.split("/")):
+        raise ValueError(f"STORAGE_URL prefix {prefix!r}: use letters, digits, '.', '_', '-', '/'")
+    return bucket, prefix
 
-    Every upload first streams into its own temp file (`.upload-*`); it is published by an atomic
-    rename to a path no other upload can have, so a racing or repeated upload never touches a
-    published file. A published file belongs to the data set once a row points to it; files no
-    row points to are swept after a grace period (see `coordinator.sweeper`).
-    """
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
+def open_storage(config: Mapping[str, Any]) -> Any:
+    """The store `STORAGE_URL` names, prepared: files under DATA_DIR (unset, the default) or an
+    S3-compatible bucket (`s3://bucket/prefix`, needs boto3: `pip install dubfleet[s3]`)."""
+    if not config.get("STORAGE_URL"):
+        storage: Any = Storage(config["DATA_DIR"])
+    else:
+        try:
+            from .s3storage import S3Storage
+        except ImportError as exc:  # boto3 is an optional dependency
+            raise ValueError(f"STORAGE_URL=s3://... needs boto3 (pip install 'dubfleet[s3]'): {exc}") from exc
+        storage = S3Storage.from_config(config)
+    storage.prepare()
+    return storage
 
-    def prepare(self) -> None:
-        """Create the directory layout."""
-        for sub in ("inputs", "artifacts"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
 
-    def resolve(self, relpath: str) -> Path:
-        """The absolute path of a stored file (refuses anything outside the root)."""
-        path = (self.root / relpath).resolve()
-        if self.root not in path.parents:
-            raise ValueError(f"path outside the data directory: {relpath!r}")
-        return path
-
-    def relative(self, path: Path) -> str:
-        """A stored file's path relative to the root (as rows record it)."""
-        return path.resolve().relative_to(self.root).as_posix()
+class Layout:
+    """Where each file of a job lives, relative to the store's root (shared by every store)."""
 
     @staticmethod
     def input_relpath(job_id: str) -> str:
@@ -118,6 +122,42 @@ class Storage:
             raise ValueError(f"bad artifact location {job_id!r}/{run}/{name!r}")
         suffix = f"~{unique}" if unique else ""
         return f"{cls.artifact_dir(job_id, run)}/{name}{suffix}"
+
+
+class Storage(Layout):
+    """The data directory: `inputs/<job>/input` (and a dub's `inputs/<job>/subtitles`) and
+    `artifacts/<job>/a<run>/<name>~<unique>`.
+
+    Every upload first streams into its own temp file (`.upload-*`); it is published by an atomic
+    rename to a path no other upload can have, so a racing or repeated upload never touches a
+    published file. A published file belongs to the data set once a row points to it; files no
+    row points to are swept after a grace period (see `coordinator.sweeper`).
+    """
+
+    direct = False  # bytes pass through the coordinator (an object store moves them directly)
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    def describe(self) -> str:
+        """Where files go, for the start-up log."""
+        return str(self.root)
+
+    def prepare(self) -> None:
+        """Create the directory layout."""
+        for sub in ("inputs", "artifacts"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def resolve(self, relpath: str) -> Path:
+        """The absolute path of a stored file (refuses anything outside the root)."""
+        path = (self.root / relpath).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"path outside the data directory: {relpath!r}")
+        return path
+
+    def relative(self, path: Path) -> str:
+        """A stored file's path relative to the root (as rows record it)."""
+        return path.resolve().relative_to(self.root).as_posix()
 
     def save_input(self, job_id: str, stream: BinaryIO, limit: int) -> StoredFile:
         """Stream a job's input to disk and publish it (the job id is fresh: no one races it)."""
@@ -159,7 +199,7 @@ class Storage:
                 size, digest = _copy(stream, out, limit)
                 out.flush()
                 os.fsync(out.fileno())
-            _check_upload(size, digest, expected_sha256, allow_empty)
+            check_upload(size, digest, expected_sha256, allow_empty)
         except BaseException:
             _unlink(Path(tmp_name))
             raise
@@ -215,7 +255,7 @@ def _copy(stream: BinaryIO, out: BinaryIO, limit: int) -> tuple[int, str]:
         out.write(chunk)
 
 
-def _check_upload(size: int, digest: str, expected_sha256: str | None, allow_empty: bool) -> None:
+def check_upload(size: int, digest: str, expected_sha256: str | None, allow_empty: bool) -> None:
     """Reject checksum mismatches, and empty uploads where content is required."""
     if size == 0 and not allow_empty:
         raise BadRequest("the uploaded file is empty")

@@ -11,21 +11,43 @@ from urllib.parse import urlsplit
 
 from shared.glossary import parse_glossary
 from shared.languages import AUTO, is_known
-from shared.protocol import FailReport, Heartbeat, JobKind, Stage, WorkerInfo, is_valid_artifact_name
+from shared.protocol import (ARTIFACT_NAME_RE, FailReport, Heartbeat, JobKind, Stage, WorkerInfo,
+                             is_valid_artifact_name)
 
 from shared.netguard import UnsafeURL
 
 from .callbacks import callback_guard
 from .errors import BadRequest, ValidationFailed
 
+# The limits and patterns of the API's fields. `coordinator.schemas` builds the OpenAPI document
+# from these same names, so the document says exactly what is checked here. Patterns are written
+# in the subset Python and ECMA-262 (JSON Schema) read the same way, and always fully matched.
 MAX_OPTIONS_BYTES = 16 * 1024
 MAX_URL_LENGTH = 2048
+HTTP_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://"  # necessary, not sufficient: see parse_url
 PRIORITY_RANGE = (-100, 100)
 ATTEMPTS_RANGE = (1, 10)
+QUERY_INT_MAX = 999_999_999  # a query integer has at most nine digits
+LIMIT_RANGE = (1, QUERY_INT_MAX)
+OFFSET_RANGE = (0, QUERY_INT_MAX)
+CLAIM_WAIT_RANGE = (0.0, 1e9)  # then capped at MAX_CLAIM_WAIT_SECONDS
+PROGRESS_RANGE = (-1e9, 1e9)  # then clamped to 0..100
+ETA_RANGE = (-1e12, 1e12)  # then clamped at 0
+TRUE_SPELLINGS, FALSE_SPELLINGS = ("1", "true", "yes"), ("0", "false", "no")
+BOOL_SPELLINGS = TRUE_SPELLINGS + FALSE_SPELLINGS
+MAX_CONTENT_TYPE = 128
+MIME_PATTERN = (r"^[A-Za-z0-9][A-Za-z0-9_!#$&^.+-]{0,62}/[A-Za-z0-9][A-Za-z0-9_!#$&^.+-]{0,62}"
+                r"(; ?[A-Za-z0-9._-]{1,32}=[A-Za-z0-9._-]{1,64}){0,3}$")
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+LABEL_PATTERN = ARTIFACT_NAME_RE.pattern
+# Worker capability labels: any text without control characters.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+MAX_LABEL_CHARS = 128
+MAX_WORKER_LIST = 256
+WORKER_LISTS = ("kinds", "asr_models", "target_languages", "engines")
 _INT_RE = re.compile(r"^[+-]?\d{1,9}$")
-_MIME_RE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]{0,62}/[A-Za-z0-9][\w!#$&^.+-]{0,62}"
-                      r"(;\s?[A-Za-z0-9._-]{1,32}=[A-Za-z0-9._-]{1,64}){0,3}$", re.ASCII)
-_WORKER_LISTS = ("kinds", "asr_models", "target_languages", "engines")
+_MIME_RE = re.compile(MIME_PATTERN)
+_PRINTABLE_RE = re.compile(PRINTABLE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -89,10 +111,9 @@ def parse_bool(value: Any, name: str) -> bool:
     """A boolean from JSON or from '0'/'1'/'true'/'false'."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes"}:
-        return True
-    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no"}:
-        return False
+    spelled = value.strip().lower() if isinstance(value, str) else None
+    if spelled in BOOL_SPELLINGS:
+        return spelled in TRUE_SPELLINGS
     raise ValidationFailed(f"{name} must be a boolean", field=name)
 
 
@@ -217,18 +238,28 @@ def parse_csv(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _encodable(value: str) -> bool:
+    """False for text with lone surrogates (a JSON "\\ud800"), which no database can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_clean_label(value: Any) -> bool:
     """A short string without control or unpaired surrogate characters."""
-    return isinstance(value, str) and len(value) <= 128 and clean_text(value, 128) == value
+    return (isinstance(value, str) and len(value) <= MAX_LABEL_CHARS
+            and _PRINTABLE_RE.fullmatch(value) is not None and _encodable(value))
 
 
 def _check_worker_fields(data: Mapping[str, Any]) -> None:
     """Type-check the WorkerInfo fields the claim filters and records rely on."""
-    for name in _WORKER_LISTS:
+    for name in WORKER_LISTS:
         items = data.get(name, ())
         if not isinstance(items, (list, tuple)) or not all(_is_clean_label(x) for x in items):
             raise ValidationFailed(f"worker.{name} must be a list of short printable strings", field=name)
-        if len(items) > 256:
+        if len(items) > MAX_WORKER_LIST:
             raise ValidationFailed(f"worker.{name} is too long", field=name)
     for name in ("worker_id", "session_id", "hostname", "device"):
         if name in data and not isinstance(data[name], str):
@@ -262,8 +293,8 @@ def parse_heartbeat(data: Mapping[str, Any]) -> Heartbeat:
     stage = beat.stage
     if stage is not None and (not isinstance(stage, str) or stage not in {s.value for s in Stage}):
         raise ValidationFailed(f"unknown stage {str(stage)[:32]!r}", field="stage")
-    progress = None if beat.progress is None else parse_number(beat.progress, "progress", -1e9, 1e9)
-    eta = None if beat.eta_seconds is None else parse_number(beat.eta_seconds, "eta_seconds", -1e12, 1e12)
+    progress = None if beat.progress is None else parse_number(beat.progress, "progress", *PROGRESS_RANGE)
+    eta = None if beat.eta_seconds is None else parse_number(beat.eta_seconds, "eta_seconds", *ETA_RANGE)
     return Heartbeat(
         stage=stage,
         progress=None if progress is None else min(100.0, max(0.0, progress)),
@@ -284,7 +315,7 @@ def parse_content_type(value: str | None) -> str:
     """A MIME type for an artifact (default application/octet-stream)."""
     if not value:
         return "application/octet-stream"
-    if len(value) > 128 or not _MIME_RE.match(value):
+    if len(value) > MAX_CONTENT_TYPE or not _MIME_RE.fullmatch(value):
         raise ValidationFailed("content_type must be a MIME type like video/mp4", field="content_type")
     return value
 
@@ -294,6 +325,6 @@ def parse_sha256(value: str | None) -> str | None:
     if not value:
         return None
     value = value.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", value):
+    if not re.fullmatch(SHA256_PATTERN, value):
         raise BadRequest("X-Content-SHA256 must be 64 hex characters")
     return value

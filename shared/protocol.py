@@ -95,6 +95,7 @@ class Routes:
     DOWNLOAD_SUBTITLES = "/jobs/<job_id>/download-subtitles"
     HEARTBEAT = "/jobs/<job_id>/heartbeat"
     UPLOAD_RESULT = "/jobs/<job_id>/upload-result"
+    UPLOAD_SLOT = "/jobs/<job_id>/upload-slot"
     COMPLETE = "/jobs/<job_id>/complete"
     FAIL = "/jobs/<job_id>/fail"
     RELEASE = "/jobs/<job_id>/release"
@@ -171,6 +172,45 @@ class ClaimedJob(_Wire):
     # role are in options["subtitles_language"] and options["subtitles"] ("source"/"target").
     subtitles_size: int | None = None
     subtitles_sha256: str | None = None
+    # Object storage (the coordinator's STORAGE_URL is s3://...): presigned GET URLs of the input
+    # and subtitles (GET DOWNLOAD_INPUT / DOWNLOAD_SUBTITLES answers 302 to a fresh one), and
+    # whether results go straight to the store (POST UPLOAD_SLOT). None / False: through the
+    # coordinator, as with local storage.
+    input_url: str | None = None
+    subtitles_url: str | None = None
+    direct_upload: bool = False
+
+
+@dataclass(frozen=True)
+class SlotRequest(_Wire):
+    """A worker asks where to put a result (object storage): a new slot, or fresh URLs for the
+    slot `key` / `upload_id` it already uploads to (parts already stored are kept)."""
+
+    name: str
+    size: int
+    sha256: str
+    content_type: str = "application/octet-stream"
+    key: str | None = None
+    upload_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadSlot(_Wire):
+    """Presigned PUT URLs for one result: one URL (`upload_id` None) or one per `part_size` part
+    of a multipart upload (`urls[0]` is part 1). They stop working `expires_in` seconds after
+    this reply; POST UPLOAD_SLOT with `key` and `upload_id` renews them."""
+
+    key: str
+    urls: tuple[str, ...]
+    part_size: int
+    expires_in: float
+    upload_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "UploadSlot":
+        """Build from JSON, turning the URL list into a tuple."""
+        slot = super().from_dict(data)
+        return cls(**{**asdict(slot), "urls": tuple(str(u) for u in slot.urls)})
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""HTTP blueprints: client endpoints, worker endpoints and the health check."""
+"""HTTP blueprints: client endpoints, worker endpoints, the health check and the API docs."""
 from __future__ import annotations
 
 from flask import Flask
@@ -7,6 +7,7 @@ from flask import Flask
 def register_blueprints(app: Flask) -> None:
     """Attach every blueprint to `app`."""
     from .client import bp as client_bp
+    from .docs import bp as docs_bp
     from .health import bp as health_bp
     from .worker import bp as worker_bp
 
@@ -16,3 +17,4 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health_bp)
     app.register_blueprint(worker_bp)
     app.register_blueprint(client_bp)
+    app.register_blueprint(docs_bp)

@@ -14,10 +14,12 @@ from .. import audit, jobs, queries, subtitles
 from ..auth import current_principal, require_key
 from ..errors import BadRequest, Conflict, NotFound, ValidationFailed
 from ..extensions import db
+from ..openapi import DOWNLOAD, SUBMIT_BODIES, documented
 from ..serializers import job_view, job_views, submit_reply
 from ..state import get_state
 from ..storage import StoredFile
-from ..validation import NewJob, display_name, parse_idempotency_key, parse_int, parse_submission
+from ..validation import (LIMIT_RANGE, OFFSET_RANGE, NewJob, display_name, parse_idempotency_key,
+                          parse_int, parse_submission)
 from ..workers import workers_online
 from .common import read_json, read_view, reply, send_stored, visible_job
 
@@ -101,6 +103,8 @@ def _audit(action: str, job_id: str, detail: str = "") -> None:
 
 @bp.post(Routes.JOBS)
 @bp.post(Routes.UPLOAD_ASYNC)
+@documented("client", ok={202: "SubmitReply", 200: "SubmitReply"}, body=SUBMIT_BODIES, body_required=True,
+            query="SubmitQuery", headers=(IDEMPOTENCY_HEADER,), errors=(413, 422))
 @require_key(KeyKind.CLIENT)
 def submit_job() -> Response:
     """Accept a job (multipart file, raw body or source_url) and queue it."""
@@ -130,13 +134,14 @@ def _list_args() -> tuple[str | None, int, int]:
     if status is not None and status not in {s.value for s in JobStatus}:
         raise ValidationFailed(f"unknown status {status[:20]!r}", field="status")
     # Bigger pages are clamped (the reply's `limit` says so): one caller cannot make a page costly.
-    limit = min(parse_int(request.args.get("limit", "50"), "limit", 1, 10**9),
+    limit = min(parse_int(request.args.get("limit", "50"), "limit", *LIMIT_RANGE),
                 int(current_app.config["MAX_LIST_LIMIT"]))
-    offset = parse_int(request.args.get("offset", "0"), "offset", 0, 10**9)
+    offset = parse_int(request.args.get("offset", "0"), "offset", *OFFSET_RANGE)
     return status, limit, offset
 
 
 @bp.get(Routes.JOBS)
+@documented("client", ok="JobList", query="ListQuery", errors=(422,))
 @require_key(KeyKind.CLIENT)
 @read_view
 def list_jobs() -> Response:
@@ -152,6 +157,7 @@ def list_jobs() -> Response:
 
 
 @bp.get(Routes.JOB)
+@documented("client", ok="JobView")
 @require_key(KeyKind.CLIENT)
 @read_view
 def get_job(job_id: str) -> Response:
@@ -161,6 +167,7 @@ def get_job(job_id: str) -> Response:
 
 
 @bp.delete(Routes.JOB)
+@documented("client", ok="JobView", errors=(409,))
 @require_key(KeyKind.CLIENT)
 def cancel_job(job_id: str) -> Response:
     """Cancel a queued job now, or ask a running one to stop."""
@@ -171,6 +178,7 @@ def cancel_job(job_id: str) -> Response:
 
 
 @bp.post(Routes.JOB_RETRY)
+@documented("client", ok="JobView", errors=(409,))
 @require_key(KeyKind.CLIENT)
 def retry_job(job_id: str) -> Response:
     """Requeue a failed or cancelled job."""
@@ -196,6 +204,7 @@ def _send_artifact(job_id: str, name: str) -> Response:
 
 
 @bp.get(Routes.JOB_DOWNLOAD)
+@documented("client", ok=DOWNLOAD, headers=("Range",), errors=(409, 416))
 @require_key(KeyKind.CLIENT)
 @read_view
 def download(job_id: str) -> Response:
@@ -207,6 +216,7 @@ def download(job_id: str) -> Response:
 
 
 @bp.get(Routes.JOB_ARTIFACT)
+@documented("client", ok=DOWNLOAD, headers=("Range",), errors=(416,))
 @require_key(KeyKind.CLIENT)
 @read_view
 def download_artifact(job_id: str, name: str) -> Response:
@@ -217,6 +227,7 @@ def download_artifact(job_id: str, name: str) -> Response:
 
 
 @bp.get(Routes.QUEUE_INFO)
+@documented("client", ok="QueueInfo")
 @require_key(KeyKind.CLIENT)
 @read_view
 def queue_info() -> Response:

@@ -12,6 +12,7 @@ from shared.protocol import PROTOCOL_VERSION, KeyKind, Routes
 from ..auth import require_key
 from ..database import read_only
 from ..extensions import db
+from ..openapi import TEXT, documented
 from ..state import get_state
 from .common import reply
 
@@ -44,6 +45,7 @@ def _check_storage() -> str:
 
 
 @bp.get(Routes.METRICS)
+@documented("health", ok=TEXT)
 @require_key(KeyKind.ADMIN)
 def metrics() -> Response:
     """Prometheus metrics (admin key)."""
@@ -51,6 +53,7 @@ def metrics() -> Response:
 
 
 @bp.get(Routes.HEALTH)
+@documented("health", ok={200: "Health", 503: "Health"})
 def health() -> Response:
     """Report whether the database and storage work."""
     from .. import __version__

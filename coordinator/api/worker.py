@@ -16,11 +16,13 @@ from ..auth import require_key
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db
 from ..models import Job
+from ..openapi import DOWNLOAD, LEASED, SESSION, UPLOAD_BODIES, documented
 from ..serializers import claimed_job, job_view
 from ..state import get_state
 from ..storage import Received, Storage
-from ..validation import (parse_bool, parse_content_type, parse_csv, parse_fail_report, parse_heartbeat,
-                          parse_label, parse_language, parse_number, parse_sha256, parse_worker_info)
+from ..validation import (CLAIM_WAIT_RANGE, parse_bool, parse_content_type, parse_csv, parse_fail_report,
+                          parse_heartbeat, parse_label, parse_language, parse_number, parse_sha256,
+                          parse_worker_info)
 from .common import no_content, read_json, reply, require_job_id, send_stored
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def _claimed_reply(claimed: jobs.Claimed) -> Response:
 
 
 @bp.get(Routes.NEXT)
+@documented("worker", ok={200: "JobView", 204: None}, query="NextQuery", headers=SESSION, errors=(422,))
 @require_key(KeyKind.WORKER)
 def peek_next() -> Response:
     """The job this worker would get next, without claiming it (204 when none)."""
@@ -69,11 +72,13 @@ def _claim_request() -> tuple[WorkerInfo, float]:
     """The worker info and the long-poll wait of POST /jobs/claim."""
     body = read_json()
     info = parse_worker_info(body.get("worker"), _session_header())
-    wait = parse_number(body.get("wait", 0), "wait", 0.0, 1e9)
+    wait = parse_number(body.get("wait", 0), "wait", *CLAIM_WAIT_RANGE)
     return info, min(wait, MAX_CLAIM_WAIT_SECONDS)
 
 
 @bp.post(Routes.CLAIM_NEXT)
+@documented("worker", ok={200: "ClaimedJob", 204: None}, body="ClaimRequest", headers=SESSION,
+            errors=(422,))
 @require_key(KeyKind.WORKER)
 def claim_next() -> Response:
     """Claim the next job; with `wait` hold the request until one arrives (204 when none)."""
@@ -94,6 +99,7 @@ def claim_next() -> Response:
 
 
 @bp.post(Routes.CLAIM)
+@documented("worker", ok="ClaimedJob", body="WorkerInfo", headers=SESSION, errors=(409, 422))
 @require_key(KeyKind.WORKER)
 def claim_specific(job_id: str) -> Response:
     """Claim this job if it is still queued (409 otherwise)."""
@@ -115,6 +121,7 @@ def _leased_job(job_id: str) -> Job:
 
 
 @bp.get(Routes.DOWNLOAD_INPUT)
+@documented("worker", ok=DOWNLOAD, headers=(*LEASED, "Range"), errors=(409, 416))
 @require_key(KeyKind.WORKER)
 def download_input(job_id: str) -> Response:
     """Stream the job's uploaded input to the lease holder."""
@@ -126,6 +133,7 @@ def download_input(job_id: str) -> Response:
 
 
 @bp.get(Routes.DOWNLOAD_SUBTITLES)
+@documented("worker", ok=DOWNLOAD, headers=(*LEASED, "Range"), errors=(409, 416))
 @require_key(KeyKind.WORKER)
 def download_subtitles(job_id: str) -> Response:
     """Stream a dub's own subtitles to the lease holder (404 when the job has none)."""
@@ -137,6 +145,7 @@ def download_subtitles(job_id: str) -> Response:
 
 
 @bp.post(Routes.HEARTBEAT)
+@documented("worker", ok="HeartbeatReply", body="Heartbeat", headers=LEASED, errors=(409, 422))
 @require_key(KeyKind.WORKER)
 def heartbeat(job_id: str) -> Response:
     """Renew the lease and record progress; the reply says whether to cancel."""
@@ -195,6 +204,8 @@ class _Publisher:
 
 
 @bp.post(Routes.UPLOAD_RESULT)
+@documented("worker", ok="UploadReply", body=UPLOAD_BODIES, query="UploadQuery",
+            headers=(*LEASED, SHA256_HEADER), errors=(409, 413, 422))
 @require_key(KeyKind.WORKER)
 def upload_result(job_id: str) -> Response:
     """Store an artifact of the current run; `final=1` also completes the job.
@@ -229,6 +240,8 @@ def upload_result(job_id: str) -> Response:
 
 
 @bp.post(Routes.COMPLETE)
+@documented("worker", ok="JobStatusReply", body="CompleteRequest", body_required=True, headers=LEASED,
+            errors=(409, 422))
 @require_key(KeyKind.WORKER)
 def complete(job_id: str) -> Response:
     """Complete with an artifact uploaded earlier in this run."""
@@ -243,6 +256,7 @@ def complete(job_id: str) -> Response:
 
 
 @bp.post(Routes.FAIL)
+@documented("worker", ok="FailReply", body="FailReport", headers=LEASED, errors=(409, 422))
 @require_key(KeyKind.WORKER)
 def fail(job_id: str) -> Response:
     """Record a failed attempt (requeue with backoff, or fail for good)."""
@@ -259,6 +273,7 @@ def fail(job_id: str) -> Response:
 
 
 @bp.post(Routes.RELEASE)
+@documented("worker", ok="JobStatusReply", headers=LEASED, errors=(409,))
 @require_key(KeyKind.WORKER)
 def release(job_id: str) -> Response:
     """Give the job back to the queue now."""

@@ -79,7 +79,10 @@ def test_rows_for_several_lines_in_time_order():
                                                      "retried: empty"]
     assert [r["flags"] for r in rows] == [[], ["mt_fallback"], ["mt_retried"]]
     assert [r["target_text"] for r in rows] == ["texto 0", "texto 1", "texto 2"]
-    assert report["job_id"] == "abc" and report["summary"] == {"segments": 3}
+    assert report["job_id"] == "abc" and report["summary"]["segments"] == 3
+    assert report["summary"]["translation"] == {
+        "engines": {"apertium": 1, "llm": 2}, "retried": 1, "fallback": 1, "repaired": 0,
+        "shortened": report["summary"]["translation"]["shortened"]}
 
 
 def test_unvoiced_line_still_reports_its_translation():

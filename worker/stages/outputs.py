@@ -95,7 +95,22 @@ def dub_report(timeline: Sequence[TranslatedSegment], synthesized: Sequence[Synt
         })
     if onsets:
         summary = {**summary, "onsets": onset_summary(onsets)}
-    return {**meta, "summary": summary, "segments": rows}
+    return {**meta, "summary": {**summary, "translation": translation_summary(rows)},
+            "segments": rows}
+
+
+def translation_summary(rows: Sequence[dict]) -> dict:
+    """How the lines were translated: lines per engine, and how many were retried, taken from
+    the fallback engine, repaired or shortened."""
+    notes = [row.get("translation_note") or "" for row in rows]
+    engines: dict[str, int] = {}
+    for row in rows:
+        engines[row["translation_engine"] or "none"] = engines.get(
+            row["translation_engine"] or "none", 0) + 1
+    return {"engines": engines,
+            **{key: sum(word in note for note in notes)
+               for key, word in (("retried", "retried:"), ("fallback", "fallback:"),
+                                 ("repaired", "repaired:"), ("shortened", "shortened:"))}}
 
 
 def _mt_flags(seg: TranslatedSegment) -> tuple[str, ...]:
