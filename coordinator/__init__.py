@@ -16,7 +16,7 @@ from .metrics import Metrics, install_http_timing
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
 from .state import EXTENSION_KEY, CoordinatorState, get_state
-from .storage import Storage
+from .storage import open_storage
 from .workers import WorkerRegistry
 
 __version__ = "0.1.0"
@@ -40,8 +40,7 @@ def _build_view(app: Flask):
 
 def _init_state(app: Flask) -> CoordinatorState:
     """Create the storage, queue policy, notifier and callback sender."""
-    storage = Storage(app.config["DATA_DIR"])
-    storage.prepare()
+    storage = open_storage(app.config)
     notifier = ClaimNotifier(int(app.config["MAX_CLAIM_WAITERS"]))
     sender = None
     if app.config["CALLBACKS_ENABLED"]:
@@ -82,8 +81,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     install_http_timing(app, state.metrics)
     from .api import register_blueprints
     register_blueprints(app)
-    logger.info("coordinator ready: data dir %s, database %s", app.config["DATA_DIR"],
-                app.config["SQLALCHEMY_DATABASE_URI"].split("@")[-1])
+    logger.info("coordinator ready: data dir %s, database %s, files in %s", app.config["DATA_DIR"],
+                app.config["SQLALCHEMY_DATABASE_URI"].split("@")[-1], state.storage.describe())
     return app
 
 

@@ -82,8 +82,8 @@ def _operation(method: str, path: str, op: dict[str, Any], components: dict[str,
     params = [(f"<code>{escape(p['name'])}</code>", escape(p["in"]), "yes" if p.get("required") else "",
                type_text(p.get("schema", {})), escape(p.get("description", "")))
               for p in op.get("parameters", [])]
-    parts = [f'<h3 id="{escape(op.get("operationId", ""))}"><span class="m {method}">'
-             f"{method.upper()}</span> {escape(path)}</h3>",
+    parts = [(f'<h3 id="{escape(op.get("operationId", ""))}"><span class="m {method}">'
+              f"{method.upper()}</span> {escape(path)}</h3>"),
              f"<p>{escape(op.get('description', ''))}</p><p><b>API key:</b> {keys}</p>",
              _table(("parameter", "in", "required", "type", "meaning"), params)]
     body = op.get("requestBody")
@@ -116,8 +116,8 @@ def render(document: dict[str, Any]) -> str:
                 sections.setdefault(tag, []).append(_operation(method, path, item[method], components))
     body = [f"<h1>{escape(info.get('title', 'API'))} {escape(str(info.get('version', '')))}</h1>",
             f"<p>{escape(info.get('description', ''))}</p>",
-            '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI '
-            f"{escape(str(document.get('openapi', '')))}).</p>"]
+            ('<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI '
+             f"{escape(str(document.get('openapi', '')))}).</p>")]
     for tag, ops in sections.items():
         body += [f"<h2>{escape(tag)}</h2>", *ops]
     body.append("<h2>Schemas</h2>")

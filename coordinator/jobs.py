@@ -280,6 +280,7 @@ class Upload:
     artifact: ArtifactInfo
     replaced: str | None = None  # a file the new row no longer points to (delete after commit)
     repeated: bool = False  # the same bytes were already stored: nothing changed
+    path: str | None = None  # the file the row points to now
 
 
 def _artifact_row(session: Session, job_id: str, run: int, name: str) -> Artifact | None:
@@ -298,11 +299,12 @@ def _repeat_upload(session: Session, job: Job, info: ArtifactInfo) -> Upload:
     """An upload by the lease that already completed the job: same bytes → the same result."""
     row = _artifact_row(session, job.id, job.run_number, info.name)
     stored = None if row is None else artifact_info(row)
+    path = None if row is None else row.path
     session.rollback()
     if stored is not None and stored.sha256 == info.sha256:
         logger.info("job %s: repeated upload of %s after completion: same bytes, same result",
                     job.id, info.name)
-        return Upload(COMPLETED, stored, repeated=True)
+        return Upload(COMPLETED, stored, repeated=True, path=path)
     raise LeaseLost("the job already completed; this upload differs from its stored result",
                     job_status=COMPLETED, this_lease=True)
 
@@ -340,12 +342,12 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
     if final:
         _complete(job, info.name, detected_language, now)
     callback_url, status, stored, worker = job.callback_url, job.status, artifact_info(row), job.worker_id
-    kind = job.kind
+    kind, path = job.kind, row.path
     _commit(session)
     if final:
         logger.info("job %s: completed by %s with %s", job_id, worker, info.name)
         _events(events).job_finished(job_id, callback_url, COMPLETED, kind)
-    return Upload(status, stored, replaced, repeated)
+    return Upload(status, stored, replaced, repeated, path)
 
 
 def _complete(job: Job, main_artifact: str, detected_language: str | None, now: float) -> None:

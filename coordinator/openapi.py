@@ -7,6 +7,7 @@ from the protocol dataclasses and the validators' limits. Served at `/openapi.js
 """
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -24,8 +25,9 @@ from .validation import SHA256_PATTERN
 BINARY, TEXT, HTML, OBJECT = "binary", "text", "html", "object"
 SESSION = (WORKER_SESSION_HEADER,)
 LEASED = (WORKER_SESSION_HEADER, LEASE_HEADER)  # the headers of the calls made under a lease
-DOWNLOAD = {200: BINARY, 206: BINARY, 304: None}  # a stored file: Range and ETag supported
-SUBMIT_BODIES = {"multipart/form-data": "SubmitForm", "application/octet-stream": BINARY,
+# A stored file: Range and ETag supported; with object storage, a redirect to a presigned URL.
+DOWNLOAD = {200: BINARY, 206: BINARY, 302: None, 304: None}
+SUBMIT_BODIES = {"multipart/form-data": "SubmitForm", "application/octet-stream": "InputFile",
                  "application/json": "SubmitJSON"}
 UPLOAD_BODIES = {"application/octet-stream": BINARY, "multipart/form-data": "UploadForm"}
 
@@ -41,6 +43,12 @@ _ERRORS: dict[int, str] = {
     422: "a field has an invalid value (`field` names it)",
     429: "too many requests for this API key; retry after `Retry-After` seconds",
     503: "the database is busy or the server is shutting down; retry after `Retry-After`",
+}
+_REPLY_TEXT = {
+    202: "accepted", 204: "nothing to do now", 206: "the requested byte range",
+    302: "the file is in object storage: `Location` is a presigned URL for it",
+    304: "not modified (`If-None-Match` matched the ETag, the sha256)",
+    503: "a check failed",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 _HEADERS: dict[str, dict[str, Any]] = {
@@ -130,8 +138,12 @@ def _parameters(rule_args: Sequence[str], operation: Operation) -> list[dict[str
               for name in rule_args]
     query = schemas.QUERIES[operation.query]["properties"] if operation.query else {}
     for name, schema in query.items():
-        params.append({"name": name, "in": "query", "required": False, "schema": schema,
-                       **({"description": schema["description"]} if "description" in schema else {})})
+        param = {"name": name, "in": "query", "required": False, "schema": schema}
+        if schema.get("type") == "array":  # one comma separated value
+            param.update(style="form", explode=False)
+        if "description" in schema:
+            param["description"] = schema["description"]
+        params.append(param)
     params += [{"name": name, "in": "header", "required": False, **_HEADERS[name]}
                for name in operation.headers]
     return params
@@ -153,10 +165,14 @@ def _responses(operation: Operation, kinds: Sequence[KeyKind], path: str) -> dic
     """The responses object: the view's replies, then its errors (shared components)."""
     responses: dict[str, Any] = {}
     for status, name in operation.ok.items():
-        reply: dict[str, Any] = {"description": "success" if status < 300 else "see the API guide"}
+        reply: dict[str, Any] = {"description": _REPLY_TEXT.get(status, "success")}
         content = _content(name)
         if content:
             reply["content"] = content
+        if status == 204:  # a claim refused a long poll: too many workers are already waiting
+            reply["headers"] = _RETRY_AFTER
+        if status == 302:
+            reply["headers"] = {"Location": {"schema": {"type": "string"}, "required": True}}
         responses[str(status)] = reply
     for status in _error_codes(operation, kinds, path):
         responses.setdefault(str(status), f"E{status}")
@@ -173,7 +189,7 @@ def _operation(view: Callable, endpoint: str, path: str, args: Sequence[str]) ->
     """One operation object."""
     operation: Operation = getattr(view, "openapi", None) or Operation("undescribed", {})
     kinds: Sequence[KeyKind] = getattr(view, "key_kinds", ())
-    doc = (view.__doc__ or endpoint).strip()
+    doc = inspect.cleandoc(view.__doc__ or endpoint)
     result: dict[str, Any] = {
         "tags": [operation.tag], "summary": doc.splitlines()[0], "description": doc,
         "operationId": endpoint.split(".")[-1], "security": _security(kinds),

@@ -11,7 +11,7 @@ import time
 from . import jobs, retention
 from .extensions import db
 from .state import get_state
-from .sweeper import SweepReport, Sweeper
+from .sweeper import SweepReport, make_sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class Reaper(threading.Thread):
         self.app = app
         self.interval = interval
         self.sweep_interval = float(sweep_interval or app.config["ORPHAN_SWEEP_INTERVAL"])
-        self.sweeper = Sweeper(get_state(app).storage, float(app.config["ORPHAN_GRACE_SECONDS"]))
+        self.sweeper = make_sweeper(get_state(app).storage, float(app.config["ORPHAN_GRACE_SECONDS"]))
         self.retention = retention.RetentionPolicy.from_config(app.config)
         self._next_sweep = time.monotonic() + self.sweep_interval
         self._stop_event = threading.Event()

@@ -14,9 +14,10 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from shared import glossary
 from shared.languages import AUTO, LANGUAGES
 from shared.protocol import (MAX_CLAIM_WAIT_SECONDS, ArtifactInfo, ClaimedJob, FailReport, Heartbeat,
-                             HeartbeatReply, JobKind, JobStatus, Stage, WorkerInfo)
+                             HeartbeatReply, JobKind, JobStatus, SlotRequest, Stage, UploadSlot,
+                             WorkerInfo)
 
-from . import validation as v
+from . import direct, validation as v
 from .storage import _JOB_ID_RE  # the ids every view accepts (storage.is_job_id)
 
 Schema = dict[str, Any]
@@ -31,7 +32,7 @@ def ref(name: str) -> Schema:
 
 def nullable(schema: Schema) -> Schema:
     """`schema` or null."""
-    if "type" in schema and "$ref" not in schema:
+    if "type" in schema and not {"$ref", "not", "anyOf"} & schema.keys():
         types_ = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         widened = {**schema, "type": [*types_, "null"]}
         if "enum" in schema:
@@ -94,6 +95,14 @@ def _range(lo: float, hi: float, kind: str = "integer") -> Schema:
     return {"type": kind, "minimum": lo, "maximum": hi}
 
 
+def _or_blank(schema: Schema, null: bool = False) -> Schema:
+    """`schema`, or "" (and null in JSON): a field left blank takes its default."""
+    blank = ["", None] if null else [""]
+    text = schema.get("description", "")
+    return {"anyOf": [schema, {"enum": blank}],
+            "description": f"{text} (blank: the default)" if text else "blank: the default"}
+
+
 _GLOSSARY_TEXT: Schema = {"type": "string", "maxLength": glossary.MAX_CHARS, "pattern": r"\S"}
 GLOSSARY: Schema = nullable({
     "type": "object", "maxProperties": glossary.MAX_ENTRIES,
@@ -123,17 +132,21 @@ SUBMIT_FIELDS: dict[str, Schema] = {
 SUBMIT_FORM: Schema = {
     "type": "object",
     "properties": {
-        "file": {"type": "string", "contentMediaType": "application/octet-stream",
+        "file": {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1,
                  "description": "the input (video, audio, or a subtitle/text file for translate)"},
         "subtitles": {"type": "string", "contentMediaType": "application/octet-stream",
                       "description": "a dub's own SRT or WebVTT subtitles (dub jobs only)"},
-        "subtitles_language": {**LANGUAGE, "description": "the subtitles' language (with `subtitles`)"},
-        **{name: schema for name, schema in SUBMIT_FIELDS.items() if name != "options"},
-        "options": {"type": "string", "contentMediaType": "application/json",
-                    "contentSchema": OPTIONS, "description": "a JSON object"},
+        "subtitles_language": _or_blank({**LANGUAGE, "description": "the subtitles' language"}),
+        **{name: _or_blank(schema) for name, schema in SUBMIT_FIELDS.items() if name != "options"},
+        "options": _or_blank({"type": "string", "contentMediaType": "application/json",
+                              "contentSchema": OPTIONS, "description": "a JSON object"}),
     },
     "required": ["file"],
 }
+
+INPUT_FILE: Schema = {"type": "string", "contentMediaType": "application/octet-stream",
+                      "minLength": 1, "description": "the input's bytes (never empty); the fields "
+                                                     "go in the query string"}
 
 UPLOAD_FORM: Schema = {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "contentMediaType": "application/octet-stream"}}}
@@ -143,28 +156,34 @@ _ABSENT: Schema = {"not": {}, "description": "set by the coordinator from a `sub
 SUBMIT_JSON: Schema = {
     "type": "object",
     "properties": {"source_url": {**URL, "description": "the worker downloads the input from here"},
-                   **SUBMIT_FIELDS,
-                   "options": {**OPTIONS, "properties": {**OPTIONS["properties"],
-                                                         "subtitles": _ABSENT,
-                                                         "subtitles_language": _ABSENT}}},
+                   **{name: _or_blank(schema, null=True) for name, schema in SUBMIT_FIELDS.items()},
+                   "options": _or_blank({**OPTIONS, "properties": {**OPTIONS["properties"],
+                                                                   "subtitles": _ABSENT,
+                                                                   "subtitles_language": _ABSENT}},
+                                        null=True)},
     "required": ["source_url"],
 }
 
 # Query parameters of the raw-body submit (also read, under the form fields, by a multipart one).
 SUBMIT_QUERY: Schema = {"type": "object", "properties": {
-    **{name: schema for name, schema in SUBMIT_FIELDS.items() if name != "options"},
-    "options": {"type": "string", "description": "a JSON object (job options)"}}}
+    **{name: _or_blank(schema) for name, schema in SUBMIT_FIELDS.items() if name != "options"},
+    "options": _or_blank({"type": "string", "contentMediaType": "application/json",
+                          "contentSchema": OPTIONS, "description": "a JSON object"})}}
 
 LIST_QUERY: Schema = {"type": "object", "properties": {
-    "status": enum_of(JobStatus),
+    "status": _or_blank(enum_of(JobStatus)),
     "limit": {**_range(*v.LIMIT_RANGE), "default": 50,
               "description": "page size; clamped to MAX_LIST_LIMIT (the reply says what was used)"},
     "offset": {**_range(*v.OFFSET_RANGE), "default": 0},
 }}
 
+# Sent as one comma separated value (`?kinds=dub,echo`): blanks around items are dropped.
+_CSV_LABELS: Schema = {"type": "array", "maxItems": v.MAX_WORKER_LIST,
+                       "items": {**PRINTABLE, "maxLength": v.MAX_LABEL_CHARS}}
 NEXT_QUERY: Schema = {"type": "object", "properties": {
-    name: {"type": "string", "description": f"comma separated {name}"}
-    for name in ("kinds", "asr_models", "target_languages")}}
+    "kinds": {**_CSV_LABELS, "description": "comma separated; default: echo"},
+    "asr_models": {**_CSV_LABELS, "description": "comma separated"},
+    "target_languages": {**_CSV_LABELS, "description": "comma separated"}}}
 
 UPLOAD_QUERY: Schema = {"type": "object", "properties": {
     "name": {**LABEL, "default": "result"},
@@ -172,6 +191,10 @@ UPLOAD_QUERY: Schema = {"type": "object", "properties": {
               "description": "1: this is the main result and completes the job"},
     "content_type": {"type": "string", "maxLength": v.MAX_CONTENT_TYPE, "pattern": v.MIME_PATTERN},
     "detected_language": LANGUAGE,
+    # object storage: the result is already there (no body); see POST upload-slot
+    "key": {"type": "string", "pattern": direct.TOKEN_PATTERN, "description": "the upload slot's key"},
+    "upload_id": {"type": "string", "pattern": direct.TOKEN_PATTERN},
+    "size": {"type": "string", "pattern": direct.SIZE_PATTERN, "description": "bytes (with key)"},
 }}
 
 # --- worker protocol bodies (the dataclasses of shared.protocol) ---------------------------------
@@ -193,9 +216,15 @@ CLAIMED_JOB = dataclass_schema(ClaimedJob, reply=True, kind=enum_of(JobKind),
                                source_language=SOURCE_LANGUAGE, target_language=LANGUAGE)
 HEARTBEAT_REPLY = dataclass_schema(HeartbeatReply, reply=True)
 ARTIFACT_INFO = dataclass_schema(ArtifactInfo, reply=True)
+_TOKEN: Schema = {"type": "string", "pattern": direct.TOKEN_PATTERN}
+SLOT_REQUEST = dataclass_schema(
+    SlotRequest, reply=False, name=LABEL, size={**_range(0, direct.MAX_SIZE)}, sha256=SHA256,
+    content_type={"maxLength": v.MAX_CONTENT_TYPE, "pattern": v.MIME_PATTERN},
+    key=nullable(_TOKEN), upload_id=nullable(_TOKEN))
+UPLOAD_SLOT = dataclass_schema(UploadSlot, reply=True)
 
 CLAIM_REQUEST: Schema = {"type": "object", "properties": {
-    "worker": ref("WorkerInfo"),
+    "worker": nullable(ref("WorkerInfo")),
     "wait": {**_range(*v.CLAIM_WAIT_RANGE, kind="number"), "default": 0,
              "description": "seconds to hold the request for a job (at most "
                             f"{MAX_CLAIM_WAIT_SECONDS:g} are used)"}}}
@@ -265,16 +294,18 @@ ERROR: Schema = {
                    "`this_lease` (409 lease_lost)",
     "properties": {"error": {"type": "string", "description": "a snake_case code"},
                    "message": {"type": "string"}, "field": {"type": "string"},
-                   "job_status": enum_of(JobStatus), "this_lease": {"type": "boolean"}}}
+                   "job_status": nullable(enum_of(JobStatus)), "this_lease": {"type": "boolean"}}}
 
 COMPONENTS: dict[str, Schema] = {
-    "Error": ERROR, "SubmitJSON": SUBMIT_JSON, "SubmitForm": SUBMIT_FORM, "UploadForm": UPLOAD_FORM,
+    "Error": ERROR, "SubmitJSON": SUBMIT_JSON, "SubmitForm": SUBMIT_FORM, "InputFile": INPUT_FILE,
+    "UploadForm": UPLOAD_FORM,
     "SubmitReply": SUBMIT_REPLY, "JobView": JOB_VIEW, "JobList": JOB_LIST, "Links": LINKS,
     "ArtifactView": ARTIFACT_VIEW, "SubtitlesView": SUBTITLES_VIEW, "QueueInfo": QUEUE_INFO,
     "Health": HEALTH, "WorkerInfo": WORKER_INFO, "ClaimRequest": CLAIM_REQUEST,
     "ClaimedJob": CLAIMED_JOB, "Heartbeat": HEARTBEAT, "HeartbeatReply": HEARTBEAT_REPLY,
     "FailReport": FAIL_REPORT, "FailReply": FAIL_REPLY, "CompleteRequest": COMPLETE_REQUEST,
     "JobStatusReply": JOB_STATUS, "ArtifactInfo": ARTIFACT_INFO, "UploadReply": UPLOAD_REPLY,
+    "SlotRequest": SLOT_REQUEST, "UploadSlot": UPLOAD_SLOT,
 }
 
 # Objects whose properties are an operation's query parameters (coordinator.openapi expands them).

@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 
 from shared.protocol import ClaimedJob, Routes
 
+from .direct import claim_fields
 from .models import Artifact, Job
 from .policy import QueuePolicy
 from .queries import queue_position, queue_positions, visible_artifacts_of
+from .state import get_state
 from .workers import online_capabilities, waiting_for
 
 _TIMES = ("created_at", "started_at", "finished_at", "updated_at")
@@ -118,4 +120,5 @@ def claimed_job(row: Mapping[str, Any], lease_token: str, lease_expires_at: floa
         source_url=row["source_url"], asr_model=row["asr_model"],
         max_source_bytes=int(current_app.config["MAX_SOURCE_BYTES"]) if row["source_url"] else None,
         subtitles_size=row["subtitles_size"], subtitles_sha256=row["subtitles_sha256"],
+        **claim_fields(get_state().storage, row),
     )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app
 
@@ -10,7 +11,6 @@ from .gate import CostlyViews, KeyGate
 from .metrics import Metrics
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
-from .storage import Storage
 from .workers import WorkerRegistry
 
 EXTENSION_KEY = "dubfleet"
@@ -20,7 +20,7 @@ EXTENSION_KEY = "dubfleet"
 class CoordinatorState:
     """Everything the coordinator keeps in memory besides the database."""
 
-    storage: Storage
+    storage: Any  # storage.Storage (files under DATA_DIR) or s3storage.S3Storage (direct transfers)
     policy: QueuePolicy
     notifier: ClaimNotifier
     events: AppEvents

@@ -79,6 +79,7 @@ def parse_storage_url(url: str) -> tuple[str, str]:
 def open_storage(config: Mapping[str, Any]) -> Any:
     """The store `STORAGE_URL` names, prepared: files under DATA_DIR (unset, the default) or an
     S3-compatible bucket (`s3://bucket/prefix`, needs boto3: `pip install dubfleet[s3]`)."""
+    Path(config["DATA_DIR"]).mkdir(parents=True, exist_ok=True)  # the SQLite database lives there
     if not config.get("STORAGE_URL"):
         storage: Any = Storage(config["DATA_DIR"])
     else:

@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -144,3 +144,10 @@ class Sweeper:
                 self._remove(path, report)
                 report.files += 1
 
+
+def make_sweeper(storage: Any, grace_seconds: float) -> Any:
+    """The orphan sweep for `storage`: files under the data directory, or objects in a bucket."""
+    if storage.direct:
+        from .s3sweep import S3Sweeper
+        return S3Sweeper(storage, grace_seconds)
+    return Sweeper(storage, grace_seconds)

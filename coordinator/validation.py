@@ -175,6 +175,13 @@ def parse_label(value: Any, name: str) -> str:
     return value
 
 
+def parse_filename(value: Any) -> str:
+    """The input's display name: a string (422 otherwise), reduced to a label."""
+    if value is not None and not isinstance(value, str):
+        raise ValidationFailed("filename must be a string", field="filename")
+    return display_name(value)
+
+
 def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
     """The fields that carry a value (null and "" mean: use the default)."""
     return {k: v for k, v in fields.items() if v is not None and v != ""}
@@ -188,6 +195,8 @@ def parse_callback_url(value: Any, allow_private: bool = False) -> str:
     the address again when it connects).
     """
     url = parse_url(value, "callback_url")
+    if allow_private:  # every address is allowed: nothing to look up (a slow resolver would stall)
+        return url
     try:
         callback_guard(allow_private).check_url(url, unresolvable_ok=True)
     except UnsafeURL as exc:
@@ -218,7 +227,7 @@ def parse_submission(fields: Mapping[str, Any], max_attempts_default: int, *,
         max_attempts=parse_int(get("max_attempts", max_attempts_default), "max_attempts",
                                *ATTEMPTS_RANGE),
         source_url=parse_url(get("source_url"), "source_url") if "source_url" in present else None,
-        input_name=display_name(get("filename")),
+        input_name=parse_filename(get("filename")),
     )
 
 
@@ -311,11 +320,11 @@ def parse_fail_report(data: Mapping[str, Any]) -> FailReport:
     return FailReport(reason=reason or "worker reported failure", retryable=retryable)
 
 
-def parse_content_type(value: str | None) -> str:
+def parse_content_type(value: Any) -> str:
     """A MIME type for an artifact (default application/octet-stream)."""
-    if not value:
+    if value is None or value == "":
         return "application/octet-stream"
-    if len(value) > MAX_CONTENT_TYPE or not _MIME_RE.fullmatch(value):
+    if not isinstance(value, str) or len(value) > MAX_CONTENT_TYPE or not _MIME_RE.fullmatch(value):
         raise ValidationFailed("content_type must be a MIME type like video/mp4", field="content_type")
     return value
 

@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import requests
 
 from dubfleet.multipart import FilePart, MultipartBody
-from shared.protocol import API_KEY_HEADER, IDEMPOTENCY_HEADER, Routes, is_valid_artifact_name
+from shared.protocol import (API_KEY_HEADER, IDEMPOTENCY_HEADER, SHA256_HEADER, Routes,
+                             is_valid_artifact_name)
 
 logger = logging.getLogger(__name__)
 
@@ -195,15 +196,33 @@ class DubfleetApi:
         route = (Routes.fill(Routes.JOB_ARTIFACT, job_id=job_id, name=name) if name
                  else Routes.fill(Routes.JOB_DOWNLOAD, job_id=job_id))
         out_dir.mkdir(parents=True, exist_ok=True)
-        with self.request("GET", route, stream=True, timeout=(30, 600)) as resp:
-            filename = _safe_name(filename or name) or _filename_from(resp) or f"{job_id}.result"
-            dest = out_dir / filename
-            digest = _save(resp, dest)
-        expected = (sha256 or resp.headers.get("ETag", "").strip('"')).lower()
+        with self.request("GET", route, stream=True, timeout=(30, 600), allow_redirects=False) as first:
+            announced = first.headers.get(SHA256_HEADER) or first.headers.get("ETag", "").strip('"')
+            with _from_store(first) if first.is_redirect else first as resp:
+                filename = _safe_name(filename or name) or _filename_from(resp) or f"{job_id}.result"
+                dest = out_dir / filename
+                digest = _save(resp, dest)
+        expected = (sha256 or announced).lower()
         if len(expected) == 64 and digest != expected:
             dest.unlink(missing_ok=True)
             raise ApiError(f"{filename}: sha256 mismatch (got {digest}, expected {expected})")
         return dest
+
+
+def _from_store(redirect: requests.Response) -> requests.Response:
+    """Follow the coordinator's redirect to object storage (a presigned URL) without sending our
+    API key there: a plain request, http(s) only."""
+    location = redirect.headers.get("Location", "")
+    if not location.lower().startswith(("http://", "https://")):
+        raise ApiError(f"the coordinator redirected to {location[:80]!r}, not an http(s) URL")
+    try:
+        resp = requests.get(location, stream=True, timeout=(30, 600))
+    except requests.RequestException as exc:
+        raise ApiError(f"cannot reach the object store: {exc}") from exc
+    if resp.status_code >= 400:
+        resp.close()
+        raise ApiError(f"the object store answered {resp.status_code} {resp.reason}", resp.status_code)
+    return resp
 
 
 def _query(fields: dict[str, Any]) -> dict[str, str]:

@@ -253,4 +253,5 @@ class ArtifactInfo(_Wire):
 
 def is_valid_artifact_name(name: str) -> bool:
     """True if `name` is safe to use as an artifact label."""
-    return bool(ARTIFACT_NAME_RE.match(name or "")) and ".." not in name
+    # fullmatch: `$` alone would also match before a final newline ("result\n")
+    return bool(ARTIFACT_NAME_RE.fullmatch(name or "")) and ".." not in name

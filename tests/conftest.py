@@ -24,6 +24,7 @@ def coordinator_test_config(data_dir: Path, **overrides) -> dict:
         "TESTING": True,
         "DATA_DIR": str(data_dir),
         "DATABASE_URL": None,  # a SQLite file inside DATA_DIR, whatever the environment says
+        "STORAGE_URL": None,  # files inside DATA_DIR, whatever the environment says
         "WORKER_API_KEY": None,
         "ADMIN_API_KEY": None,
         "CALLBACKS_ENABLED": False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,9 +12,11 @@ import requests
 
 from shared.protocol import (API_KEY_HEADER, LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS,
                              SHA256_HEADER, WORKER_SESSION_HEADER, ArtifactInfo, ClaimedJob,
-                             FailReport, Heartbeat, HeartbeatReply, Routes, WorkerInfo)
+                             FailReport, Heartbeat, HeartbeatReply, Routes, SlotRequest, UploadSlot,
+                             WorkerInfo)
 from worker.errors import (Backoff, CoordinatorError, CoordinatorUnavailable, JobFailed,
                            LeaseLost, PermanentJobError)
+from worker.objectstore import ObjectStore
 from worker.safefetch import DEFAULT_MAX_SOURCE_MB, MIB, fetch_source, source_limit
 from worker.transfer import (ChecksumMismatch, ProgressReader, TransientTransferError,
                              backoff_delay, fetch_resumable, file_sha256, parse_retry_after)
@@ -23,6 +26,9 @@ logger = logging.getLogger(__name__)
 Check = Callable[[], None]
 OnProgress = Callable[[int, "int | None"], None]
 MAX_REASON_CHARS = 4000
+# The coordinator reads a result back from object storage to check its sha256 before it answers:
+# its reply may take this long per byte, on top of the usual timeout.
+VERIFY_SECONDS_PER_BYTE = 1 / (10 * MIB)
 
 
 def _error_body(resp: requests.Response) -> dict:
@@ -80,6 +86,7 @@ class CoordinatorClient:
         self.last_retry_after: float | None = None
         self._sleep = sleep
         self._local = threading.local()
+        self.store = ObjectStore(attempts=attempts, timeout=timeout, max_rate=max_rate, sleep=sleep)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -175,18 +182,24 @@ class CoordinatorClient:
         if job.source_url and not job.input_sha256:
             return self._download_source(job, dest, check, on_progress)
         return self._download_stored(Routes.DOWNLOAD_INPUT, "input", job, job.input_sha256, dest,
-                                     check, on_progress)
+                                     check, on_progress, job.input_url)
 
     def download_subtitles(self, job: ClaimedJob, dest: Path,
                            check: Check | None = None) -> Path:
         """Fetch a dub's own subtitles into `dest` (sha256-checked); return `dest`."""
         return self._download_stored(Routes.DOWNLOAD_SUBTITLES, "subtitles", job,
-                                     job.subtitles_sha256, dest, check, None)
+                                     job.subtitles_sha256, dest, check, None, job.subtitles_url)
 
     def _download_stored(self, route: str, what: str, job: ClaimedJob, sha256: str | None,
-                         dest: Path, check: Check | None, on_progress: OnProgress | None) -> Path:
-        """Fetch a file the coordinator keeps for the job, under the lease (resuming)."""
+                         dest: Path, check: Check | None, on_progress: OnProgress | None,
+                         direct_url: str | None = None) -> Path:
+        """Fetch a file the coordinator keeps for the job, under the lease (resuming); with
+        `direct_url`, straight from object storage (renewed through `route`)."""
         try:
+            if direct_url:
+                self.store.download(direct_url, dest, sha256=sha256, check=check, on_progress=on_progress,
+                                    renew=lambda: self._fresh_url(route, job))
+                return dest
             fetch_resumable(self.session, self.url(route, job_id=job.job_id),
                             dest, headers=self._lease_headers(job), sha256=sha256,
                             attempts=self.attempts, timeout=(10.0, self.timeout), check=check,
@@ -197,6 +210,18 @@ class CoordinatorClient:
         except TransientTransferError as exc:
             raise CoordinatorUnavailable(f"{what} of job {job.job_id}: {exc}") from exc
         return dest
+
+    def _fresh_url(self, route: str, job: ClaimedJob) -> str:
+        """A fresh presigned URL of a stored file: its download route answers 302 to one (the
+        redirect is never followed with our headers)."""
+        resp = self._request("GET", self.url(route, job_id=job.job_id), headers=self._lease_headers(job),
+                             allow_redirects=False, stream=True)
+        with resp:
+            location = resp.headers.get("Location")
+            if not resp.is_redirect or not location:
+                raise CoordinatorError(f"GET {route}: expected a redirect to object storage, got "
+                                       f"{resp.status_code}", resp.status_code)
+        return location
 
     def _download_source(self, job: ClaimedJob, dest: Path, check: Check | None,
                          on_progress: OnProgress | None) -> Path:
@@ -224,6 +249,11 @@ class CoordinatorClient:
         `final=True` completes the job with this artifact as the main result in the same call.
         """
         sha = sha256 or file_sha256(path)
+        if job.direct_upload:
+            request = SlotRequest(name=name, size=path.stat().st_size, sha256=sha,
+                                  content_type=content_type)
+            return self._upload_direct(job, path, request, final, check, on_progress,
+                                       detected_language)
         params = {"name": name, "final": int(bool(final)), "content_type": content_type}
         if final and detected_language:
             params["detected_language"] = detected_language
@@ -242,6 +272,54 @@ class CoordinatorClient:
             except CoordinatorError as exc:
                 _raise_upload_error(exc, attempt, self.attempts)
         raise CoordinatorUnavailable(f"upload of {name} failed after {self.attempts} tries")
+
+    def _upload_direct(self, job: ClaimedJob, path: Path, request: SlotRequest, final: bool,
+                       check: Check | None, on_progress: OnProgress | None,
+                       detected_language: str | None) -> ArtifactInfo:
+        """Put `path` into object storage with presigned URLs, then have the coordinator verify
+        and publish it (the fenced upload call, naming the key instead of sending bytes)."""
+        for attempt in range(2):  # other bytes than declared reached the store: send again once
+            slot = self._slot(job, request)
+            try:
+                slot = self.store.upload(
+                    slot, path, check=check, on_progress=on_progress,
+                    renew=lambda s: self._slot(job, replace(request, key=s.key, upload_id=s.upload_id)))
+            except TransientTransferError as exc:
+                raise CoordinatorUnavailable(f"upload of {request.name} to object storage: {exc}") from exc
+            try:
+                return self._publish(job, slot, request, path, final, detected_language)
+            except CoordinatorError as exc:
+                _raise_upload_error(exc, attempt, 2)
+        raise CoordinatorUnavailable(f"upload of {request.name} failed twice")
+
+    def _slot(self, job: ClaimedJob, request: SlotRequest) -> UploadSlot:
+        """POST upload-slot: presigned URLs for a new upload, or fresh ones for `request.key`."""
+        for attempt in range(self.attempts):
+            try:
+                return UploadSlot.from_dict(self._job_call(Routes.UPLOAD_SLOT, job, request.to_dict()))
+            except CoordinatorUnavailable as exc:
+                self._retry_pause(exc, attempt, f"upload slot for {request.name}")
+        raise CoordinatorUnavailable(f"no upload slot for {request.name}")
+
+    def _publish(self, job: ClaimedJob, slot: UploadSlot, request: SlotRequest, path: Path,
+                 final: bool, detected_language: str | None) -> ArtifactInfo:
+        """upload-result naming the stored object; retried as is (the bytes stay in the store)."""
+        params: dict[str, Any] = {"name": request.name, "final": int(bool(final)), "key": slot.key,
+                                  "content_type": request.content_type, "size": request.size}
+        if slot.upload_id:
+            params["upload_id"] = slot.upload_id
+        if final and detected_language:
+            params["detected_language"] = detected_language
+        headers = {**self._lease_headers(job), SHA256_HEADER: request.sha256}
+        url = self.url(Routes.UPLOAD_RESULT, job_id=job.job_id)
+        timeout = (10.0, max(self.timeout, 120.0) + request.size * VERIFY_SECONDS_PER_BYTE)
+        for attempt in range(self.attempts):
+            try:
+                resp = self._request("POST", url, params=params, headers=headers, timeout=timeout)
+                return _artifact_from(resp, request.name, path, request.sha256)
+            except CoordinatorUnavailable as exc:
+                self._retry_pause(exc, attempt, f"publishing {request.name}")
+        raise CoordinatorUnavailable(f"publishing {request.name} failed after {self.attempts} tries")
 
     def _retry_pause(self, exc: CoordinatorUnavailable, attempt: int, what: str) -> None:
         """Sleep before another try of `what`, or re-raise when the tries are used up."""

@@ -42,7 +42,7 @@ def _submission() -> tuple[Mapping[str, Any], BinaryIO | None, str]:
         body = read_json(required=True)
         if not body.get("source_url"):
             raise BadRequest("no file: a JSON submission needs a source_url")
-        return body, None, ""
+        return {**request.args.to_dict(), **body}, None, ""  # query fields too, like the others
     if request.content_length == 0:
         raise BadRequest("the uploaded file is empty")
     return request.args.to_dict(), request.stream, request.args.get("filename", "")

@@ -93,8 +93,14 @@ def require_job_id(job_id: str) -> str:
 
 
 def send_stored(relpath: str, sha256: str, download_name: str, mimetype: str) -> Response:
-    """Stream a stored file with Range support and the sha256 as ETag."""
-    path = get_state().storage.resolve(relpath)
+    """Stream a stored file with Range support and the sha256 as ETag; from object storage, a
+    302 to a presigned GET that answers with the same Content-Disposition and type."""
+    storage = get_state().storage
+    if storage.direct:
+        url = storage.presign_get(relpath, content_disposition(download_name), mimetype)
+        return Response(status=302, headers={"Location": url, SHA256_HEADER: sha256,
+                                             "Cache-Control": "no-store"})
+    path = storage.resolve(relpath)
     if not path.is_file():
         raise NotFound("the stored file is missing")
     response = send_file(path, mimetype=mimetype, conditional=True, etag=sha256, max_age=None)

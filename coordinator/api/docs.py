@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from ..openapi import HTML, OBJECT, build_document, documented
 from ..docs_page import render
+from ..openapi import HTML, OBJECT, build_document, documented
 
 bp = Blueprint("docs", __name__)
 

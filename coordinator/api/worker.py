@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, request
 from shared.protocol import (LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS, SHA256_HEADER, WORKER_SESSION_HEADER,
                              ArtifactInfo, KeyKind, Routes, WorkerInfo)
 
-from .. import jobs
+from .. import direct, jobs
 from ..auth import require_key
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db
@@ -216,9 +216,14 @@ def upload_result(job_id: str) -> Response:
     """
     require_job_id(job_id)
     args = _upload_args()
+    if "key" in request.args:  # the bytes are in object storage already
+        return _publish_staged(job_id, args)
     _touch()
     token, state = _lease_token(), get_state()
     run = jobs.lease_run(db.session, job_id, token, allow_completed=True).run_number
+    if state.storage.direct:
+        raise ValidationFailed("results go to object storage: POST upload-slot, PUT the bytes there, "
+                               "then name the key here", field="key")
     received = state.storage.receive_artifact(job_id, run, _upload_stream(),
                                               current_app.config["MAX_UPLOAD_BYTES"], args.expected_sha256)
     info = ArtifactInfo(name=args.name, size=received.size, sha256=received.sha256,
@@ -235,8 +240,41 @@ def upload_result(job_id: str) -> Response:
         state.storage.discard(received)
     if upload.replaced and upload.replaced != publisher.relpath:
         state.storage.remove(upload.replaced)
+    return _upload_reply(upload)
+
+
+def _upload_reply(upload: jobs.Upload) -> Response:
+    """The reply of an upload: the artifact as stored, the job's status, whether it was a repeat."""
     return reply({"artifact": upload.artifact.to_dict(), "status": upload.status,
                   "repeated": upload.repeated})
+
+
+def _publish_staged(job_id: str, args: _UploadArgs) -> Response:
+    """An upload-result naming an object the worker put into the store (`key`, `upload_id`,
+    `size`, X-Content-SHA256): verified, then published under the same fencing."""
+    staged = direct.parse_staged(request.args, args.expected_sha256)
+    _touch()
+    state = get_state()
+    upload = direct.publish(db.session, state.storage, job_id, _lease_token(), staged, name=args.name,
+                            content_type=args.content_type, final=args.final,
+                            detected_language=args.detected_language, events=state.events,
+                            max_bytes=current_app.config["MAX_UPLOAD_BYTES"])
+    return _upload_reply(upload)
+
+
+@bp.post(Routes.UPLOAD_SLOT)
+@documented("worker", ok="UploadSlot", body="SlotRequest", body_required=True, headers=LEASED,
+            errors=(409, 413, 422))
+@require_key(KeyKind.WORKER)
+def upload_slot(job_id: str) -> Response:
+    """Presigned URLs to put a result straight into object storage (a new slot, or fresh URLs
+    for the slot `key` names); 404 when the coordinator keeps files itself."""
+    require_job_id(job_id)
+    slot_request = direct.parse_slot_request(read_json(required=True))
+    job = _leased_job(job_id)
+    slot = direct.open_slot(get_state().storage, job_id, job.run_number, slot_request,
+                            current_app.config["MAX_UPLOAD_BYTES"])
+    return reply(slot.to_dict())
 
 
 @bp.post(Routes.COMPLETE)
