@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -21,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from worker.stages.translate_llm import (  # noqa: E402
-    LlamaBackend, LLMEngine, Request, _END_TOKENS, _default_threads,
+    LlamaBackend, LLMEngine, Request, _END_TOKENS,
 )
 
+THREADS = os.cpu_count() or 1  # both runtimes on every core (the worker uses half)
 DEV = ROOT / "tests" / "media" / "data" / "mt-dev"  # a copy of the team's ../shared/data/mt-dev
 CT2_DIR = "qwen2.5-coder-1.5b-instruct-ct2-int8"
 
@@ -36,7 +38,7 @@ class CT2Backend:
         from tokenizers import Tokenizer
 
         self.generator = ctranslate2.Generator(path, device="cpu", compute_type="int8",
-                                               intra_threads=_default_threads())
+                                               intra_threads=THREADS)
         self.tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
 
     def count_tokens(self, text: str) -> int:
@@ -93,7 +95,8 @@ def chrf(hyps: list[str], refs: list[list[str]]) -> float:
 def measure(runtime: str, path: str, src: list[str], refs: list[list[str]]) -> dict:
     """Load, translate the dev set all at once and one by one, with context; score it."""
     rss0, t0 = _rss_mb(), time.perf_counter()
-    engine = LLMEngine(LlamaBackend(path) if runtime == "llama_cpp" else CT2Backend(path))
+    engine = LLMEngine(LlamaBackend(path, threads=THREADS) if runtime == "llama_cpp"
+                       else CT2Backend(path))
     load = time.perf_counter() - t0
     t0 = time.perf_counter()
     batched = engine.translate_requests([Request(s) for s in src], "en", "es")
@@ -147,7 +150,7 @@ def main() -> None:
     src, refs = load_dev()
     t0 = time.perf_counter()
     apertium = ApertiumEngine().translate_texts(src, "en", "es")
-    results = {"threads": _default_threads(), "apertium": {
+    results = {"threads": THREADS, "apertium": {
         "chrf": chrf(apertium, refs),
         "sentences_per_s": round(len(src) / (time.perf_counter() - t0), 1)}}
     gguf = llm_model.install()

@@ -63,8 +63,10 @@ class LlamaBackend:
         from llama_cpp import Llama, llama_supports_gpu_offload
 
         self.gpu = bool(llama_supports_gpu_offload())
-        self.llm = Llama(model_path=path, n_ctx=context, n_threads=threads or _default_threads(),
-                         n_gpu_layers=-1 if self.gpu else 0, verbose=False)
+        threads = threads or _default_threads()
+        self.llm = Llama(model_path=path, n_ctx=context, n_threads=threads,
+                         n_threads_batch=threads, n_gpu_layers=-1 if self.gpu else 0,
+                         verbose=False)
         self.lock = threading.Lock()
 
     def count_tokens(self, text: str) -> int:
@@ -83,9 +85,15 @@ class LlamaBackend:
 
 
 def _default_threads() -> int:
-    """CPU threads for the LLM (env DUBFLEET_LLM_THREADS, default: every core)."""
+    """CPU threads for the LLM (env DUBFLEET_LLM_THREADS, default: half the cores).
+
+    A dub translates while recognition and synthesis run on the other cores; llama.cpp's threads
+    spin while they wait, so more threads than free cores burn CPU the other stages need.
+    """
     value = os.environ.get("DUBFLEET_LLM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 @functools.lru_cache(maxsize=1)
