@@ -272,7 +272,7 @@ class _Dubber:
         wanted = overlap_pays() if self.opts.overlap is None else self.opts.overlap
         overlap = wanted and self._text_translator_ready()
         self.state.overlapped = overlap
-        stream = SentenceStream(self._unit, overlap=overlap)
+        stream = SentenceStream(self._translate_unit, overlap=overlap, voice=self._voice_unit)
         try:
             transcript = self.pipeline._transcribe(self.ctx, self.state, self.opts, self.progress,
                                                    on_segment=stream.push if overlap else None,
@@ -328,18 +328,27 @@ class _Dubber:
 
     def _unit(self, unit: Sequence[Segment]):
         """Translate and voice one sentence unit."""
+        translated = self._translate_unit(unit)
+        return translated, self._voice_unit(translated)
+
+    def _translate_unit(self, unit: Sequence[Segment]) -> list[TranslatedSegment]:
+        """Translate one sentence unit (the translator is chosen on the first)."""
         self.ctx.check()
         if self.translator is None:
             self.translator = self._make_translator(self.source)
         target = self.ctx.job.target_language
-        translated = list(self.translator.translate(unit, self.source, target,
-                                                    check=self.ctx.check).segments)
-        voiced = tts.synthesize_segments(translated, target, self.chain,
+        return list(self.translator.translate(unit, self.source, target,
+                                              check=self.ctx.check).segments)
+
+    def _voice_unit(self, translated: list[TranslatedSegment]) -> list:
+        """Voice one translated unit and report progress."""
+        self.ctx.check()
+        voiced = tts.synthesize_segments(translated, self.ctx.job.target_language, self.chain,
                                          self.state.out / "tts", voices=self._voices(translated),
                                          speaker_wav=self._speaker(translated),
                                          check=self.ctx.check)
         self._report(translated)
-        return translated, voiced
+        return voiced
 
     def _speaker(self, translated: list[TranslatedSegment]) -> Path | None:
         """A few seconds of the source speaker for voice cloning (XTTS), cut once."""
