@@ -1,4 +1,4 @@
-"""Run every benchmark (`make bench`): protocol figures, hostile clients, then the media pipeline.
+"""Run every benchmark (`make bench`): protocol figures, hostile clients, LLM runtimes, then the media pipeline.
 
 Each runs as its own process (the pipeline bench must pay model loading itself); a failing
 bench does not stop the next one, but makes this script exit non-zero.
@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parent
 RUNS = (
     ("protocol", [BENCH / "bench_protocol.py", "all"]),
     ("hostile", [BENCH / "bench_hostile.py", "all"]),
+    ("llm", [BENCH / "bench_llm.py", "--out", BENCH / "results" / "llm-runtimes.json"]),
     ("pipeline", [BENCH / "bench_pipeline.py"]),
 )
 
