@@ -26,7 +26,7 @@ from worker.stages.translate_llm import (  # noqa: E402
 )
 
 THREADS = os.cpu_count() or 1  # both runtimes on every core (the worker uses half)
-DEV = ROOT / "tests" / "media" / "data" / "mt-dev"  # a copy of the team's ../shared/data/mt-dev
+DEV = ROOT / "tests" / "media" / "texts" / "mt-dev"  # a copy of the team's ../shared/data/mt-dev
 CT2_DIR = "qwen2.5-coder-1.5b-instruct-ct2-int8"
 
 

@@ -1,9 +1,9 @@
 """The translation LLM for real: Qwen2.5-Coder-1.5B-Instruct (GGUF from packages) on llama.cpp.
 
-Measured goals of the project: chrF >= 70 on the public dev set (data/mt-dev, a copy of the
+Measured goals of the project: chrF >= 70 on the public dev set (texts/mt-dev, a copy of the
 team's ../shared/data/mt-dev; Apertium scores about 59 there) and never worse than Apertium on
 the LibriVox passage of the media tests (two Spanish references written for these tests,
-data/librivox_es.json).
+texts/librivox_es.json).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from worker.stages.types import Segment
 
 pytestmark = pytest.mark.media
 
-DEV = Path(__file__).parent / "data" / "mt-dev"  # a copy of ../shared/data/mt-dev
-LIBRIVOX_ES = Path(__file__).parent / "data" / "librivox_es.json"
+DEV = Path(__file__).parent / "texts" / "mt-dev"  # a copy of ../shared/data/mt-dev
+LIBRIVOX_ES = Path(__file__).parent / "texts" / "librivox_es.json"
 
 
 def _chrf(hyps: list[str], refs: list[list[str]]) -> float:
