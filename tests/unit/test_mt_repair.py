@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from worker.stages import mt_repair
+from worker.stages import mt_repair, translate_apertium
 from worker.stages.mt_repair import leftovers, repair
 
 
@@ -35,9 +35,11 @@ def fake_apertium(monkeypatch):
         calls.append((mode, text))
         return "\n".join(table.get(w.lower(), w) for w in text.splitlines()) + "\n"
 
-    monkeypatch.setattr(mt_repair, "apertium_mode",
-                        lambda s, t: "eng-spa" if (s, t) == ("en", "es") else None)
-    monkeypatch.setattr(mt_repair, "run_apertium", run)
+    mode = lambda s, t: "eng-spa" if (s, t) == ("en", "es") else None  # noqa: E731
+    monkeypatch.setattr(mt_repair, "apertium_mode", mode)
+    # repair() translates through ApertiumEngine (its batching), which runs these
+    monkeypatch.setattr(translate_apertium, "apertium_mode", mode)
+    monkeypatch.setattr(translate_apertium, "run_apertium", run)
     return calls
 
 

@@ -99,8 +99,8 @@ def problem(source: str, output: str, source_lang: str, target_lang: str,
 
 def sentences(text: str) -> int:
     """How many sentences `text` holds (abbreviations like "Dr." or "a.m." do not end one)."""
-    count = 0
-    for match in re.finditer(r"[.!?…]+(?=\s+[¡¿\"«(]?[^\W\d_]|\s*$)", text.strip()):
+    text, count = text.strip(), 0
+    for match in re.finditer(r"[.!?…]+(?=\s+[¡¿\"«(]?[^\W\d_]|\s*$)", text):
         before = text[:match.end()] if match.group(0) == "." else ""
         if not (before and _ABBREVIATION_END.search(before)):
             count += 1

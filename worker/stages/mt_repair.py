@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from worker.stages.translate_apertium import ISO3_TO_1, apertium_mode, run_apertium
+from worker.stages.translate_apertium import ISO3_TO_1, ApertiumEngine, apertium_mode
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +67,9 @@ def repair(source: str, output: str, source_lang: str, target_lang: str) -> tupl
     words = leftovers(source, output, target_lang)
     if not words:
         return output, []
-    lines = run_apertium(mode, "\n".join(words) + "\n").splitlines()
     done = []
-    for word, line in zip(words, lines):
-        replacement = re.sub(r"[#@*]", "", line).strip()
+    for word, replacement in zip(words, ApertiumEngine().translate_texts(words, source_lang,
+                                                                         target_lang)):
         if word[:1].islower():  # Apertium capitalises a line's first word
             replacement = replacement[:1].lower() + replacement[1:]
         if replacement and replacement.lower() != word.lower() and " " not in replacement:

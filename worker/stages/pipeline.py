@@ -304,10 +304,7 @@ class _Dubber:
         timeline, synthesized, count = adapt.shorten_to_fit(
             translator, translation.segments, synthesized, self.state.duration, fit_options,
             onsets, translation.source_language, target,
-            voice=lambda segs: tts.synthesize_segments(
-                segs, target, self.chain, self.state.out / "tts-shortened",
-                voices=self._voices(segs), speaker_wav=self._speaker(segs),
-                check=self.ctx.check))
+            voice=lambda segs: self._voice_unit(segs, "tts-shortened"))
         self.state.timings["shorten"] = round(time.monotonic() - t0, 3)
         if not count:
             return translation, synthesized
@@ -340,11 +337,11 @@ class _Dubber:
         return list(self.translator.translate(unit, self.source, target,
                                               check=self.ctx.check).segments)
 
-    def _voice_unit(self, translated: list[TranslatedSegment]) -> list:
-        """Voice one translated unit and report progress."""
+    def _voice_unit(self, translated: list[TranslatedSegment], folder: str = "tts") -> list:
+        """Voice translated lines (into out/`folder`) and report progress."""
         self.ctx.check()
         voiced = tts.synthesize_segments(translated, self.ctx.job.target_language, self.chain,
-                                         self.state.out / "tts", voices=self._voices(translated),
+                                         self.state.out / folder, voices=self._voices(translated),
                                          speaker_wav=self._speaker(translated),
                                          check=self.ctx.check)
         self._report(translated)

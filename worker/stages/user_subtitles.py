@@ -22,7 +22,7 @@ from shared.protocol import Stage
 from shared.subtitles import Cue, SubtitleError, parse_document, subtitles_language
 from worker.context import JobContext, OutputFile
 from worker.errors import BadMedia, JobFailed
-from worker.stages import outputs, tts
+from worker.stages import outputs
 from worker.stages.streaming import SentenceStream
 from worker.stages.types import (
     Segment, SynthesizedSegment, Transcript, Translation, TranslatedSegment,
@@ -176,14 +176,9 @@ def _voice_target(dubber: "_Dubber", user: UserSubtitles) -> DubResult:
                             duration=state.duration, segments=(), model="")
 
     def unit(segments: Sequence[Segment]):
-        ctx.check()
         lines = [TranslatedSegment(index=s.index, start=s.start, end=s.end, source_text="",
                                    text=s.text, engine=USER_ENGINE) for s in segments]
-        voiced = tts.synthesize_segments(lines, target, dubber.chain, state.out / "tts",
-                                         voices=dubber._voices(lines),
-                                         speaker_wav=dubber._speaker(lines), check=ctx.check)
-        dubber._report(lines)
-        return lines, voiced
+        return lines, dubber._voice_unit(lines)
 
     ctx.stage(Stage.SYNTHESIZING, f"voicing {len(user.cues)} subtitle cues")
     stream = SentenceStream(unit, overlap=False)
