@@ -24,10 +24,19 @@ fi
 # argostranslate -> stanza -> torch: install the CPU build first so no multi-GB CUDA build is pulled.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 # The translation LLM's runtime compiles from source (once; pip caches the wheel). A machine with
-# the CUDA toolkit builds it with GPU offload.
+# the CUDA toolkit and a GPU builds it with GPU offload; a toolkit without a GPU (CMake cannot
+# detect the architecture) or a failed CUDA build falls back to the CPU build.
 t0=$(date +%s)
-if command -v nvcc >/dev/null 2>&1 && [ -z "${CMAKE_ARGS:-}" ]; then export CMAKE_ARGS="-DGGML_CUDA=on"; fi
-.venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres,llm]"
+cuda=""
+if [ -z "${CMAKE_ARGS:-}" ] && command -v nvcc >/dev/null 2>&1 \
+    && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  cuda="-DGGML_CUDA=on"
+fi
+if ! CMAKE_ARGS="${CMAKE_ARGS:-$cuda}" .venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres,llm]"; then
+  [ -n "$cuda" ] || exit 1
+  echo "setup: the CUDA build of llama-cpp-python failed; building it for the CPU" >&2
+  CMAKE_ARGS="" .venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres,llm]"
+fi
 echo "setup: python packages (incl. llama-cpp-python build if not cached) took $(( $(date +%s) - t0 )) s"
 .venv/bin/python scripts/coqui_cpu_fix.py
 # Kokoro's own es/fr/it/pt voices: `npm pack kokoro-js` (tarball only, sha256-pinned) into the model
