@@ -98,6 +98,22 @@ def test_webm_source_goes_to_matroska_with_the_original_opus_copied(sources, tmp
     assert _dominant_freq(out, 0) == pytest.approx(660, abs=3)
 
 
+def _audio_packets(path: Path, track: int) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(container.streams.audio[track]) if p.size]
+
+
+def test_an_encoded_dub_is_copied_not_encoded_again(sources, tmp_path):
+    """The dubbed_audio.m4a artifact goes into the video as it is: one AAC encode per dub."""
+    m4a = encode_audio(sources["dub"], tmp_path / "dub.m4a", language="es")
+    out = mux_dubbed_video(sources["mp4"], m4a, tmp_path / "dubbed.mp4", language="es")
+    assert _audio_packets(out, 0) == _audio_packets(m4a, 0)
+    with av.open(str(out)) as container:
+        assert [s.codec_context.name for s in container.streams.audio] == ["aac", "aac"]
+        assert container.streams.audio[0].metadata.get("language") == "spa"
+    assert _dominant_freq(out, 0) == pytest.approx(660, abs=3)
+
+
 def test_dub_only_when_the_original_is_not_kept(sources, tmp_path):
     out = mux_dubbed_video(sources["mp4"], sources["dub"], tmp_path / "dub_only",
                            original_keep=False)

@@ -186,10 +186,18 @@ def test_shorten_prompt_carries_the_budget_and_both_lines():
     [prompt] = backend.prompts
     t = turns(prompt)
     assert [role for role, _ in t] == ["system", "user", "assistant"]
-    assert "at most 5 syllables" in t[0][1]
     assert "Spanish" in t[0][1] and "English" in t[0][1]
-    assert t[1][1] == "English: Good morning, everyone.\nSpanish: Buenos días a todos vosotros."
+    assert t[1][1] == ("English: Good morning, everyone.\nSpanish: Buenos días a todos vosotros."
+                       "\nLimit: at most 5 syllables")
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_shorten_prompts_share_their_rules_as_a_prefix():
+    """The budget travels with the line, so llama.cpp evaluates the rules once per job."""
+    backend = FakeBackend(["Uno.", "Dos."])
+    LLMEngine(backend).shorten([("a b", "uno dos tres", 3), ("c d", "cuatro", 7)], "en", "es")
+    first, second = backend.prompts
+    assert turns(first)[0] == turns(second)[0]
 
 
 def test_shorten_one_prompt_per_item_with_limits_from_the_current_line():

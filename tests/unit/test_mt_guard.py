@@ -419,7 +419,7 @@ def test_context_is_previous_pairs_capped_and_kept_across_calls(no_repair):
     texts = [f"This is sentence number {i} of the talk." for i in range(1, 6)]
     answers = {t: [f"Esta es la frase número {i} de la charla."] for i, t in enumerate(texts, 1)}
     llm = FakeLLM(answers)
-    engine = GuardedEngine(llm, FakeFallback(), context=2)
+    engine = GuardedEngine(llm, FakeFallback(), context=2, window=0)
     first = engine.render([Request(t) for t in texts[:3]], "en", "es")
     second = engine.render([Request(t) for t in texts[3:]], "en", "es")
     pairs = [(t, r.text) for t, r in zip(texts, first + second)]
@@ -440,10 +440,37 @@ def test_context_holds_final_translations_including_fallbacks(no_repair):
 def test_context_size_is_respected(no_repair):
     texts = [f"Line number {i} is here now." for i in range(1, 5)]
     llm = FakeLLM({t: [f"La línea número {i} está aquí."] for i, t in enumerate(texts, 1)})
-    engine = GuardedEngine(llm, context=1)
+    engine = GuardedEngine(llm, context=1, window=0)
     engine.render([Request(t) for t in texts], "en", "es")
     assert [len(c["before"]) for c in llm.calls] == [0, 1, 1, 1]
     assert llm.calls[-1]["before"] == ((texts[2], "La línea número 3 está aquí."),)
+
+
+def test_context_windows_grow_then_restart_with_the_last_pairs(no_repair):
+    """Within a window each prompt extends the previous one (llama.cpp reuses the evaluated
+    prefix); a new window starts every `window` lines with the last `context` pairs."""
+    texts = [f"This is sentence number {i} of the talk." for i in range(12)]
+    llm = FakeLLM({t: [f"Esta es la frase número {i} de la charla."] for i, t in enumerate(texts)})
+    engine = GuardedEngine(llm, FakeFallback(), context=2, window=4)
+    engine.render([Request(t) for t in texts], "en", "es")
+    pairs = engine.history
+    befores = [c["before"] for c in llm.calls]
+    assert [len(b) for b in befores] == [0, 1, 2, 3, 4, 5, 2, 3, 4, 5, 2, 3]
+    assert befores[5] == tuple(pairs[:5]) and befores[6] == tuple(pairs[4:6])
+    for earlier, later in zip(befores, befores[1:]):  # a window's prompts extend one another
+        if len(later) > len(earlier):
+            assert later[:len(earlier)] == earlier
+
+
+def test_a_window_too_long_falls_back_to_the_last_pairs(no_repair, monkeypatch):
+    from worker.stages import mt_guard
+
+    monkeypatch.setattr(mt_guard, "MAX_CONTEXT_CHARS", 150)
+    texts = [f"This is sentence number {i} of the talk." for i in range(5)]
+    llm = FakeLLM({t: [f"Esta es la frase número {i} de la charla."] for i, t in enumerate(texts)})
+    GuardedEngine(llm, FakeFallback(), context=2, window=8).render(
+        [Request(t) for t in texts], "en", "es")
+    assert [len(c["before"]) for c in llm.calls] == [0, 1, 2, 2, 2]
 
 
 def test_context_zero_gives_no_context(no_repair):

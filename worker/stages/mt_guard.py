@@ -127,16 +127,22 @@ def apply_glossary(text: str, glossary: Mapping[str, str]) -> str:
     return substitute_terms(text, glossary)
 
 
+# Characters of context pairs at most (≈ 1,000 tokens: the prompt stays well inside the model's
+# 2,048-token context with the rules, examples and the line itself).
+MAX_CONTEXT_CHARS = 3600
+
+
 class GuardedEngine:
     """The LLM with output checks, one retry and a fallback engine (a `TextEngine`)."""
 
     def __init__(self, primary: LLMEngine, fallback=None, glossary: Mapping[str, str] | None = None,
-                 context: int = 2):
+                 context: int = 2, window: int = 8):
         self.primary = primary
         self.fallback = fallback
         self.glossary = dict(glossary or {})
         self.name = primary.name
-        self.context = context  # earlier (source, translation) pairs shown with each text
+        self.context = context  # earlier (source, translation) pairs shown with each text (min)
+        self.window = window  # a context window restarts every `window` lines (see `recent`)
         self.history: list[tuple[str, str]] = []  # this job's translations so far, in order
 
     def supports(self, source: str, target: str) -> bool:
@@ -157,8 +163,7 @@ class GuardedEngine:
         output: a failure is retried once without context, then taken from the fallback."""
         results = []
         for request in requests:
-            recent = self.history[len(self.history) - self.context:] if self.context > 0 else []
-            context = Request(request.text, tuple(recent))
+            context = Request(request.text, tuple(self.recent()))
             [out] = self.primary.translate_requests([context], source, target, self.glossary)
             why = problem(request.text, out, source, target, self.glossary)
             if why is None:
@@ -174,6 +179,25 @@ class GuardedEngine:
             self.history.append((request.text, result.text))
             results.append(result)
         return results
+
+    def recent(self) -> list[tuple[str, str]]:
+        """The context for the next line: every pair since the current window began.
+
+        Windows begin every `window` lines and always hold at least `context` pairs, so within a
+        window each prompt extends the previous one (its answer included) and llama.cpp, which
+        keeps the evaluated prefix, evaluates only the new line. A window too long for the
+        model's context falls back to the last `context` pairs.
+        """
+        if self.context <= 0:
+            return []
+        count = len(self.history)
+        start = max(0, count - self.context)
+        if self.window > 0:
+            start = min(start, max(0, (count - self.context) // self.window * self.window))
+        recent = self.history[start:]
+        if sum(len(a) + len(b) for a, b in recent) > MAX_CONTEXT_CHARS:
+            recent = self.history[max(0, count - self.context):]
+        return recent
 
     def _repaired(self, text: str, result: Rendered, source: str, target: str) -> Rendered:
         """The LLM's answer with source words it left untranslated put into the target."""

@@ -84,6 +84,8 @@ def mux_dubbed_video(source_video: Path, dubbed_audio_wav: Path, out_path: Path,
                      original_language: str = "eng") -> Path:
     """Mux the dub (track 1, default) and the original audio (track 2) with the copied video.
 
+    The dub is a wav (encoded to AAC here) or an AAC file (.m4a/.aac, copied as it is).
+
     `out_path`'s suffix is replaced by the container chosen; the written path is returned.
     """
     streams = probe_streams(Path(source_video))
@@ -95,7 +97,7 @@ def mux_dubbed_video(source_video: Path, dubbed_audio_wav: Path, out_path: Path,
     args = ["-i", str(source_video), "-i", str(dubbed_audio_wav),
             "-map", f"0:{streams.video_index}", "-map", "1:a:0"]
     args += ["-map", "0:a:0"] if keep else []
-    args += ["-c:v", "copy", "-c:a:0", "aac", "-b:a:0", "192k"]
+    args += ["-c:v", "copy", *_dub_codec_args(Path(dubbed_audio_wav))]
     args += _dub_track_args(language)
     if keep:
         args += _original_track_args(streams.audio_codec, muxer, original_language)
@@ -104,6 +106,14 @@ def mux_dubbed_video(source_video: Path, dubbed_audio_wav: Path, out_path: Path,
     logger.info("muxed %s (video %s copied, %d audio tracks)", out.name, streams.video_codec,
                 1 + keep)
     return out
+
+
+def _dub_codec_args(dub: Path) -> list[str]:
+    """The dub track is copied when it is already AAC (the dubbed_audio.m4a artifact: one encode
+    serves both outputs), else encoded."""
+    if dub.suffix.lower() in (".m4a", ".aac"):
+        return ["-c:a:0", "copy"]
+    return ["-c:a:0", "aac", "-b:a:0", "192k"]
 
 
 def _dub_track_args(language: str) -> list[str]:

@@ -31,6 +31,7 @@ MAX_GROUP_CHARS = 400
 MAX_GAP_SECONDS = 2.0
 BATCH_UNITS = 16
 CONTEXT_BEFORE = 2  # earlier sentences (with their translations) given to the LLM as context
+CONTEXT_WINDOW = 4  # ...and all since the window began: prompts extend one another (KV reuse)
 _SENTENCE_END_RE = re.compile(r"[.!?…。！？][\"'”’»)\]]*$")
 
 
@@ -242,7 +243,7 @@ def _fallback_engine(source: str, target: str) -> TextEngine | None:
 
 def _llm(source: str, target: str, glossary: dict[str, str] | None) -> TextTranslator:
     guarded = GuardedEngine(LLMEngine(), _fallback_engine(source, target), glossary,
-                            context=CONTEXT_BEFORE)
+                            context=CONTEXT_BEFORE, window=CONTEXT_WINDOW)
     return TextTranslator(guarded, glossary)
 
 

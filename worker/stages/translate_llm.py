@@ -206,14 +206,15 @@ class LLMEngine:
     def shorten(self, items: Sequence[tuple[str, str, int]], source: str,
                 target: str) -> list[str]:
         """Shorter translations: each item is (source text, current translation, syllables)."""
-        prompts = []
-        for original, current, budget in items:
-            system = (f"You are a dubbing adapter. Rewrite the {_name(target)} line so that it is "
-                      f"short enough to be spoken in the time of the {_name(source)} original: at "
-                      f"most {budget} syllables. Keep the meaning, names and numbers; drop filler "
-                      f"words. Reply with the shortened {_name(target)} line only.")
-            prompts.append(_chat(system, [], f"{_name(source)}: {original}\n"
-                                             f"{_name(target)}: {current}"))
+        # The rules are the same for every line (a prefix llama.cpp evaluates once); the budget
+        # goes with the line.
+        system = (f"You are a dubbing adapter. Rewrite the {_name(target)} line so that it is "
+                  f"short enough to be spoken in the time of the {_name(source)} original, within "
+                  f"the syllable limit given. Keep the meaning, names and numbers; drop filler "
+                  f"words. Reply with the shortened {_name(target)} line only.")
+        prompts = [_chat(system, [], f"{_name(source)}: {original}\n{_name(target)}: {current}\n"
+                                     f"Limit: at most {budget} syllables")
+                   for original, current, budget in items]
         limits = [self._limit(current) for _, current, _ in items]
         return [clean_output(t) for t in self.backend.generate(prompts, limits)]
 
