@@ -10,6 +10,7 @@ from . import config as config_module
 from .callbacks import CallbackSender
 from .database import configure_engine
 from .errors import register_error_handlers
+from .events import DatabaseViews, EventHub
 from .extensions import db
 from .gate import CostlyViews, KeyGate
 from .metrics import Metrics, install_http_timing
@@ -38,6 +39,13 @@ def _build_view(app: Flask):
     return build
 
 
+def _event_hub(app: Flask) -> EventHub:
+    """The live event hub, reading job states from the app's database."""
+    return EventHub(DatabaseViews(app, int(app.config["MAX_LIST_LIMIT"])),
+                    int(app.config["MAX_EVENT_STREAMS"]),
+                    max_per_key=int(app.config["MAX_EVENT_STREAMS_PER_KEY"]))
+
+
 def _init_state(app: Flask) -> CoordinatorState:
     """Create the storage, queue policy, notifier and callback sender."""
     storage = open_storage(app.config)
@@ -48,7 +56,8 @@ def _init_state(app: Flask) -> CoordinatorState:
                                 allow_private=bool(app.config["ALLOW_PRIVATE_CALLBACKS"]))
     metrics = Metrics()
     state = CoordinatorState(storage=storage, policy=QueuePolicy.from_config(app.config),
-                             notifier=notifier, events=AppEvents(notifier, sender, metrics.ended),
+                             notifier=notifier, events=AppEvents(notifier, sender, metrics.ended,
+                                                                 hub=_event_hub(app)),
                              workers=WorkerRegistry(), callbacks=sender,
                              gate=KeyGate(int(app.config["CLIENT_MAX_INFLIGHT"])),
                              costly=CostlyViews(int(app.config["LIST_CONCURRENCY"])),
@@ -81,6 +90,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     install_http_timing(app, state.metrics)
     from .api import register_blueprints
     register_blueprints(app)
+    from .web import init_web
+    init_web(app)
     logger.info("coordinator ready: data dir %s, database %s, files in %s", app.config["DATA_DIR"],
                 app.config["SQLALCHEMY_DATABASE_URI"].split("@")[-1], state.storage.describe())
     return app

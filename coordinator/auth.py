@@ -1,4 +1,5 @@
-"""API keys: creation, constant-time checks, and the view decorator that enforces key kinds."""
+"""API keys: creation, constant-time checks, browser sessions signed in with a key, and the view
+decorator that enforces key kinds."""
 from __future__ import annotations
 
 import functools
@@ -10,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from flask import current_app, g, request
+from flask import current_app, g, request, session
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,11 @@ from .models import ENV_OWNER_ID, ApiKey
 logger = logging.getLogger(__name__)
 
 PREFIXES = {KeyKind.WORKER: "dfw_", KeyKind.CLIENT: "dfc_", KeyKind.ADMIN: "dfa_"}
+# A signed-in browser's non-GET API calls carry the session's CSRF token in this header.
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Key kinds that may sign in to the web app (a worker key never does).
+WEB_KINDS = (KeyKind.CLIENT, KeyKind.ADMIN)
 
 
 @dataclass(frozen=True)
@@ -96,14 +102,108 @@ def authenticate(session: Session, presented: str | None, config: Mapping[str, A
     return Principal(key_id=row.id, kind=KeyKind(row.kind), name=row.name)
 
 
+def _env_fingerprint(config: Mapping[str, Any]) -> str | None:
+    """A keyed digest of ADMIN_API_KEY kept in a session signed in with it (never the key): a
+    changed or removed environment key no longer matches, which signs those browsers out."""
+    expected = config.get("ADMIN_API_KEY")
+    if not expected:
+        return None
+    secret = str(config["SECRET_KEY"]).encode()
+    return hmac.new(secret, str(expected).encode("utf-8", "surrogatepass"), "sha256").hexdigest()
+
+
+def sign_in(principal: Principal, config: Mapping[str, Any], now: float | None = None) -> None:
+    """Make this request's session a sign-in as `principal` (a fresh CSRF token; nothing of the
+    key itself is stored, only its id, re-checked on every request)."""
+    session.clear()
+    session.permanent = True
+    session.update(key_id=principal.key_id, kind=principal.kind.value, csrf=secrets.token_urlsafe(32),
+                   at=time.time() if now is None else now)
+    if principal.key_id == ENV_OWNER_ID:
+        session["env"] = _env_fingerprint(config)
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (created on first use, also before signing in)."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def csrf_matches(presented: str | None) -> bool:
+    """Whether `presented` is this session's CSRF token (constant time)."""
+    expected = session.get("csrf")
+    return bool(expected and presented) and hmac.compare_digest(str(presented).encode(),
+                                                                 str(expected).encode())
+
+
+def _expired(config: Mapping[str, Any], now: float) -> bool:
+    """Whether the session's sign-in is older than WEB_SESSION_HOURS (or not one at all)."""
+    signed_in_at = session.get("at")
+    if not isinstance(signed_in_at, (int, float)):
+        return True
+    return not 0 <= now - signed_in_at <= float(config["WEB_SESSION_HOURS"]) * 3600
+
+
+def _session_key(db_session: Session, config: Mapping[str, Any]) -> Principal | None:
+    """The key the session was signed in with, if it is still active (else None)."""
+    key_id = session.get("key_id")
+    if key_id == ENV_OWNER_ID:
+        fingerprint = _env_fingerprint(config)
+        if fingerprint and hmac.compare_digest(str(session.get("env", "")), fingerprint):
+            return Principal(key_id=ENV_OWNER_ID, kind=KeyKind.ADMIN, name="env:admin")
+        return None
+    if not isinstance(key_id, int):
+        return None
+    with read_only():
+        try:
+            row = db_session.execute(select(ApiKey.id, ApiKey.kind, ApiKey.name)
+                                     .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))).first()
+        finally:
+            db_session.rollback()
+    if row is None or KeyKind(row.kind) not in WEB_KINDS:
+        return None
+    return Principal(key_id=row.id, kind=KeyKind(row.kind), name=row.name)
+
+
+def session_principal(db_session: Session, config: Mapping[str, Any],
+                      now: float | None = None) -> Principal | None:
+    """Who this browser is signed in as: None without a session cookie, and None (the session
+    cleared) when the sign-in expired or its key was revoked."""
+    if config["SESSION_COOKIE_NAME"] not in request.cookies or "key_id" not in session:
+        return None
+    principal = None
+    if not _expired(config, time.time() if now is None else now):
+        principal = _session_key(db_session, config)
+    if principal is None:
+        session.clear()
+    return principal
+
+
+def _caller() -> Principal:
+    """The request's principal: its X-API-Key when it sends one (exactly as always), else a
+    signed-in browser session, whose non-GET calls must carry the session's CSRF token."""
+    config = current_app.config
+    presented = request.headers.get(API_KEY_HEADER)
+    if presented is None:
+        principal = session_principal(db.session, config)
+        if principal is not None:
+            if request.method not in SAFE_METHODS and not csrf_matches(request.headers.get(CSRF_HEADER)):
+                raise Forbidden(f"a request made with the session cookie needs the session's "
+                                f"{CSRF_HEADER} header")
+            return principal
+    return authenticate(db.session, presented, config)
+
+
 def require_key(*kinds: KeyKind) -> Callable:
-    """Decorator: the caller must present a key of one of `kinds` (admin always passes)."""
+    """Decorator: the caller must present a key of one of `kinds` (admin always passes), or be a
+    browser signed in with one (see `session_principal`)."""
     allowed = set(kinds) | {KeyKind.ADMIN}
 
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            principal = authenticate(db.session, request.headers.get(API_KEY_HEADER), current_app.config)
+            principal = _caller()
             if principal.kind not in allowed:
                 raise Forbidden(f"a {principal.kind.value} key may not call this endpoint")
             g.principal = principal

@@ -101,7 +101,7 @@ def serve(host: str, port: int, threads: int, connection_limit: int | None,
     click.echo(f"coordinator listening on http://{host}:{port} (data dir {app.config['DATA_DIR']})")
     try:
         from .state import get_state
-        serving.serve(app, settings, background=[reaper], on_drain=get_state(app).notifier.close)
+        serving.serve(app, settings, background=[reaper], on_drain=get_state(app).events.close)
     finally:
         reaper.stop()
 
@@ -110,15 +110,51 @@ def serve(host: str, port: int, threads: int, connection_limit: int | None,
 @option("--kind", envvar="DUBFLEET_KEY_KIND", required=True,
               type=click.Choice([k.value for k in KeyKind]), help="Who the key is for.")
 @option("--name", envvar="DUBFLEET_KEY_NAME", required=True, help="A label to recognise the key by.")
+@option("--sign-in-link", is_flag=True,
+        help="Also print a one-time link that signs a browser in to the web app as this key "
+             "(client and admin keys; it works once, for SIGN_IN_LINK_MINUTES).")
+@option("--url", "public_url", envvar="DUBFLEET_PUBLIC_URL", default="http://127.0.0.1:8000",
+        show_default=True, help="The coordinator's address as browsers reach it (for the link).")
 @_with_app
-def create_key(app: Flask, kind: str, name: str) -> None:
+def create_key(app: Flask, kind: str, name: str, sign_in_link: bool, public_url: str) -> None:
     """Create an API key and print it (it is shown only this once)."""
-    from .auth import create_key as make
+    from .auth import WEB_KINDS, create_key as make
     from . import audit
+    if sign_in_link and KeyKind(kind) not in WEB_KINDS:
+        raise click.BadParameter("only client and admin keys can sign in to the web app",
+                                 param_hint="--sign-in-link")
     row, plain = make(db.session, KeyKind(kind), name.strip()[:128] or kind)
     audit.record(db.engine, "key_created", audit.Actor(None, "cli"), detail=f"#{row.id} {kind} {row.name!r}")
     click.echo(plain)
     click.echo(f"created {kind} key #{row.id} {name!r}; store it now, it cannot be shown again", err=True)
+    if sign_in_link:
+        click.echo(_sign_in_link(app, row.id, public_url))
+
+
+def _sign_in_link(app: Flask, key_id: int, public_url: str) -> str:
+    """A fresh one-time sign-in link for `key_id` (the token is stored hashed, with an expiry)."""
+    from .web import PREFIX
+    from .web.tokens import create_token
+    minutes = float(app.config["SIGN_IN_LINK_MINUTES"])
+    token = create_token(db.session, key_id, minutes * 60)
+    click.echo(f"one-time sign-in link (works once, for {minutes:g} min):", err=True)
+    return f"{public_url.rstrip('/')}{PREFIX}/sign-in/{token}"
+
+
+@main.command("sign-in-link")
+@option("--id", "key_id", envvar="DUBFLEET_KEY_ID", required=True, type=int,
+        help="Id of an active client or admin key (see list-keys).")
+@option("--url", "public_url", envvar="DUBFLEET_PUBLIC_URL", default="http://127.0.0.1:8000",
+        show_default=True, help="The coordinator's address as browsers reach it.")
+@_with_app
+def sign_in_link(app: Flask, key_id: int, public_url: str) -> None:
+    """Print a one-time link that signs a browser in to the web app as an existing key."""
+    from .auth import WEB_KINDS
+    from .models import ApiKey
+    row = db.session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None or KeyKind(row.kind) not in WEB_KINDS:
+        raise click.ClickException(f"no active client or admin key with id {key_id}")
+    click.echo(_sign_in_link(app, row.id, public_url))
 
 
 @main.command("list-keys")

@@ -69,6 +69,28 @@ DEFAULTS: dict[str, Any] = {
     "PRESIGN_TTL_SECONDS": 900.0,
     # Parts of a worker's multipart result upload (bigger for results over 1,000 parts).
     "S3_PART_SIZE_MB": 64,
+    # --- live updates (README "Live updates (Server-Sent Events)") ---
+    # Event streams open at once (each holds a request thread; None: THREADS // 4); past it 503.
+    "MAX_EVENT_STREAMS": None,
+    # ...of which one key may hold (None: half of MAX_EVENT_STREAMS, at least 1); past it 503.
+    "MAX_EVENT_STREAMS_PER_KEY": None,
+    "EVENT_HEARTBEAT_SECONDS": 15.0,  # a `: keepalive` comment on a quiet stream this often
+    "EVENT_STREAM_MAX_SECONDS": 600.0,  # a stream then ends; the client reconnects and resumes
+    # --- re-dub (README "Correct and re-dub") ---
+    "MAX_REDUB_EDITS": 200,  # edited lines one POST /jobs/<id>/redub may carry
+    "MAX_REDUB_TEXT_CHARS": 1000,  # characters of one edited line
+    # --- the web app (README "Web app") ---
+    # Signs the session cookie; None: generated once and kept in DATA_DIR/secret_key (0600).
+    "SECRET_KEY": None,
+    # A browser sign-in lasts this long (then the sign-in page again); a revoked key signs out at once.
+    "WEB_SESSION_HOURS": 12.0,
+    # How long a one-time sign-in link (`coordinator create-key --sign-in-link`) works.
+    "SIGN_IN_LINK_MINUTES": 15.0,
+    # Session cookie `Secure` flag: "auto" (when the request is HTTPS, directly or as told by a
+    # proxy's X-Forwarded-Proto), "always" or "never".
+    "SESSION_COOKIE_SECURE_MODE": "auto",
+    # Pages fall back to polling every this many seconds when live events are unavailable.
+    "WEB_POLL_SECONDS": 5.0,
 }
 
 
@@ -123,6 +145,17 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "S3_REGION": str,  # after AWS_REGION: wins when both are set
     "PRESIGN_TTL_SECONDS": float,
     "S3_PART_SIZE_MB": int,
+    "MAX_EVENT_STREAMS": int,
+    "MAX_EVENT_STREAMS_PER_KEY": int,
+    "EVENT_HEARTBEAT_SECONDS": float,
+    "EVENT_STREAM_MAX_SECONDS": float,
+    "MAX_REDUB_EDITS": int,
+    "MAX_REDUB_TEXT_CHARS": int,
+    "SECRET_KEY": str,
+    "WEB_SESSION_HOURS": float,
+    "SIGN_IN_LINK_MINUTES": float,
+    "SESSION_COOKIE_SECURE_MODE": str,
+    "WEB_POLL_SECONDS": float,
 }
 
 # Environment variable name -> config key, where they differ.
@@ -193,6 +226,17 @@ def _check(config: dict[str, Any]) -> None:
         # SigV4 presigned URLs live at most 7 days; S3 parts are 5 MiB to 5 GiB.
         "PRESIGN_TTL_SECONDS": 1 <= config["PRESIGN_TTL_SECONDS"] <= 7 * 86400,
         "S3_PART_SIZE_MB": 5 <= config["S3_PART_SIZE_MB"] <= 5 * 1024,
+        "MAX_EVENT_STREAMS": 0 <= config["MAX_EVENT_STREAMS"] < config["THREADS"],
+        "MAX_EVENT_STREAMS_PER_KEY": config["MAX_EVENT_STREAMS_PER_KEY"] >= 1,
+        "EVENT_HEARTBEAT_SECONDS": 0 < config["EVENT_HEARTBEAT_SECONDS"] <= 300,
+        "EVENT_STREAM_MAX_SECONDS": config["EVENT_STREAM_MAX_SECONDS"] > 0,
+        "MAX_REDUB_EDITS": 1 <= config["MAX_REDUB_EDITS"] <= 10000,
+        "MAX_REDUB_TEXT_CHARS": 1 <= config["MAX_REDUB_TEXT_CHARS"] <= 100000,
+        "WEB_SESSION_HOURS": 0 < config["WEB_SESSION_HOURS"] <= 24 * 365,
+        "SIGN_IN_LINK_MINUTES": 0 < config["SIGN_IN_LINK_MINUTES"] <= 7 * 24 * 60,
+        "SESSION_COOKIE_SECURE_MODE": config["SESSION_COOKIE_SECURE_MODE"] in ("auto", "always", "never"),
+        "WEB_POLL_SECONDS": config["WEB_POLL_SECONDS"] >= 1,
+        "SECRET_KEY": config["SECRET_KEY"] is None or len(str(config["SECRET_KEY"])) >= 16,
     }
     if config["STORAGE_URL"]:
         from .storage import parse_storage_url
@@ -212,6 +256,15 @@ def _check(config: dict[str, Any]) -> None:
         raise ValueError(f"invalid coordinator settings: {', '.join(bad)}")
 
 
+def _session_cookie(config: dict[str, Any]) -> None:
+    """Flask's session settings for the web app (the Secure flag is decided per request)."""
+    from datetime import timedelta
+    config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(config["WEB_SESSION_HOURS"]))
+    config.setdefault("SESSION_COOKIE_NAME", "dubfleet_session")
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+
+
 def finalize(config: dict[str, Any]) -> dict[str, Any]:
     """Derive the dependent settings (paths, database URI, limits) in place and return them."""
     data_dir = Path(config["DATA_DIR"]).expanduser().resolve()
@@ -224,6 +277,10 @@ def finalize(config: dict[str, Any]) -> dict[str, Any]:
     config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if config["MAX_CLAIM_WAITERS"] is None:
         config["MAX_CLAIM_WAITERS"] = max(1, int(config["THREADS"]) - 4)
+    if config["MAX_EVENT_STREAMS"] is None:
+        config["MAX_EVENT_STREAMS"] = int(config["THREADS"]) // 4
+    if config["MAX_EVENT_STREAMS_PER_KEY"] is None:
+        config["MAX_EVENT_STREAMS_PER_KEY"] = max(1, int(config["MAX_EVENT_STREAMS"]) // 2)
     config["MAX_UPLOAD_BYTES"] = int(config["MAX_UPLOAD_MB"]) * MIB
     config["MAX_SUBTITLES_BYTES"] = int(config["MAX_SUBTITLES_KB"]) * 1024
     if config["MAX_SOURCE_MB"] is None:
@@ -231,6 +288,7 @@ def finalize(config: dict[str, Any]) -> dict[str, Any]:
     config["MAX_SOURCE_BYTES"] = int(config["MAX_SOURCE_MB"]) * MIB
     # Room for multipart framing; the exact file limit is enforced while streaming.
     config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_BYTES"] + config["MAX_SUBTITLES_BYTES"] + MIB
+    _session_cookie(config)
     _check(config)
     return config
 

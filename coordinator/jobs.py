@@ -74,7 +74,8 @@ def submit(session: Session, new: NewJob, *, owner_key_id: int, job_id: str | No
            input_sha256: str | None = None, default_max_attempts: int = 3,
            events: QueueEvents | None = None, now: float | None = None,
            subtitles_size: int | None = None,
-           subtitles_sha256: str | None = None) -> tuple[Job, bool]:
+           subtitles_sha256: str | None = None,
+           parent_job_id: str | None = None) -> tuple[Job, bool]:
     """Insert a queued job; returns (job, created). A repeated idempotency key returns the first job.
 
     `subtitles_*` describe a dub's own subtitles, already stored next to its input."""
@@ -85,7 +86,8 @@ def submit(session: Session, new: NewJob, *, owner_key_id: int, job_id: str | No
               asr_model=new.asr_model, options=new.options, callback_url=new.callback_url,
               source_url=new.source_url, input_name=new.input_name, input_size=input_size,
               input_sha256=input_sha256, subtitles_size=subtitles_size,
-              subtitles_sha256=subtitles_sha256, max_attempts=new.max_attempts or default_max_attempts,
+              subtitles_sha256=subtitles_sha256, parent_job_id=parent_job_id,
+              max_attempts=new.max_attempts or default_max_attempts,
               attempts=0, run_number=0, available_at=now, cancel_requested=False, progress=0.0,
               created_at=now, updated_at=now)
     session.add(job)
@@ -98,6 +100,7 @@ def submit(session: Session, new: NewJob, *, owner_key_id: int, job_id: str | No
             raise
         return existing, False
     _events(events).job_available()
+    _events(events).job_changed(job.id)
     return job, True
 
 
@@ -115,7 +118,8 @@ def _capability_params(worker: WorkerInfo) -> dict[str, Any]:
             "p_langs": list(worker.target_languages)}
 
 
-def _run_claim(session: Session, stmt: sa.Update, params: dict[str, Any]) -> Claimed | None:
+def _run_claim(session: Session, stmt: sa.Update, params: dict[str, Any],
+               events: QueueEvents | None) -> Claimed | None:
     """Execute a claiming UPDATE ... RETURNING and commit."""
     try:
         row = session.execute(stmt, params).mappings().first()
@@ -123,23 +127,26 @@ def _run_claim(session: Session, stmt: sa.Update, params: dict[str, Any]) -> Cla
     except BaseException:
         session.rollback()
         raise
-    return None if row is None else Claimed(dict(row), params["p_token"], params["p_expires"])
+    if row is None:
+        return None
+    _events(events).job_changed(row["id"])
+    return Claimed(dict(row), params["p_token"], params["p_expires"])
 
 
 def claim_next(session: Session, worker: WorkerInfo, policy: QueuePolicy,
-               now: float | None = None) -> Claimed | None:
+               now: float | None = None, events: QueueEvents | None = None) -> Claimed | None:
     """Claim the best job this worker can run, in one atomic statement; None when there is none."""
     if not worker.kinds:
         return None
     params = {**_claim_params(worker, policy, _now(now)), **_capability_params(worker)}
-    return _run_claim(session, statements.claim_next(is_postgres(session)), params)
+    return _run_claim(session, statements.claim_next(is_postgres(session)), params, events)
 
 
 def claim_specific(session: Session, job_id: str, worker: WorkerInfo, policy: QueuePolicy,
-                   now: float | None = None) -> Claimed:
+                   now: float | None = None, events: QueueEvents | None = None) -> Claimed:
     """Claim one named job if it is still queued and available; 409 otherwise, 404 if unknown."""
     params = {**_claim_params(worker, policy, _now(now)), "p_id": job_id}
-    claimed = _run_claim(session, statements.claim_one(), params)
+    claimed = _run_claim(session, statements.claim_one(), params, events)
     if claimed is not None:
         return claimed
     exists = session.scalar(select(Job.id).where(Job.id == job_id))
@@ -219,7 +226,8 @@ def confirm(session: Session, job_id: str, token: str | None, now: float | None 
 
 
 def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
-              policy: QueuePolicy, now: float | None = None) -> HeartbeatReply:
+              policy: QueuePolicy, now: float | None = None,
+              events: QueueEvents | None = None) -> HeartbeatReply:
     """Renew the lease and record progress, fenced in one UPDATE; the reply carries cancellation."""
     now = _now(now)
     values: dict[str, Any] = {"lease_expires_at": now + policy.lease_seconds, "updated_at": now,
@@ -236,6 +244,7 @@ def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
     except BaseException:
         session.rollback()
         raise
+    _events(events).job_changed(job_id)
     return HeartbeatReply(cancel_requested=bool(cancel), lease_expires_at=now + policy.lease_seconds,
                           heartbeat_interval=policy.heartbeat_interval)
 
@@ -267,6 +276,7 @@ def _cancel_instead(session: Session, job: Job, what: str, events: QueueEvents |
     job_id, callback_url, kind = job.id, job.callback_url, job.kind
     _commit(session)
     logger.info("job %s: cancelled (cancel was requested; %s refused)", job_id, what)
+    _events(events).job_changed(job_id)
     _events(events).job_finished(job_id, callback_url, CANCELLED, kind)
     return JobWasCancelled(f"the job was cancelled; the {what} was discarded",
                            job_status=CANCELLED, this_lease=True)
@@ -346,6 +356,7 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
     _commit(session)
     if final:
         logger.info("job %s: completed by %s with %s", job_id, worker, info.name)
+        _events(events).job_changed(job_id)
         _events(events).job_finished(job_id, callback_url, COMPLETED, kind)
     return Upload(status, stored, replaced, repeated, path)
 
@@ -389,6 +400,7 @@ def complete(session: Session, job_id: str, token: str | None, main_artifact: st
     callback_url, worker, kind = job.callback_url, job.worker_id, job.kind
     _commit(session)
     logger.info("job %s: completed by %s with %s", job_id, worker, main_artifact)
+    _events(events).job_changed(job_id)
     _events(events).job_finished(job_id, callback_url, COMPLETED, kind)
     return job
 
@@ -439,6 +451,7 @@ def release(session: Session, job_id: str, token: str | None, *, events: QueueEv
 def _announce(events: QueueEvents | None, job_id: str, status: str, callback_url: str | None,
               kind: str) -> None:
     """Fire the event matching a job's new status."""
+    _events(events).job_changed(job_id)
     if status == QUEUED:
         _events(events).job_available()
     elif status in TERMINAL:
@@ -496,6 +509,7 @@ def retry(session: Session, job_id: str, *, events: QueueEvents | None = None,
     _commit(session)
     logger.info("job %s: retried by the client -> queued", job_id)
     _events(events).job_available()
+    _events(events).job_changed(job_id)
     return job
 
 
@@ -533,6 +547,8 @@ def reap(session: Session, *, events: QueueEvents | None = None, now: float | No
         session.rollback()
         raise
     _log_reaped(cancelled=cancelled, unstarted=unstarted, failed=failed, requeued=requeued)
+    for row in (*cancelled, *unstarted, *failed, *requeued):
+        _events(events).job_changed(row[0])
     for status, rows in ((CANCELLED, cancelled), (FAILED, failed)):
         for job_id, callback_url, _worker, kind in rows:
             _events(events).job_finished(job_id, callback_url, status, kind)

@@ -1,4 +1,5 @@
-"""Database tables: jobs, their artifacts, API keys and worker sessions (times: epoch seconds)."""
+"""Database tables: jobs, their artifacts, API keys, worker sessions and sign-in links (times:
+epoch seconds)."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -43,6 +44,8 @@ class Job(db.Model):
     # A dub's own subtitles, stored next to the input (inputs/<job>/subtitles); null: none.
     subtitles_size: Mapped[Optional[int]] = mapped_column(sa.BigInteger)
     subtitles_sha256: Mapped[Optional[str]] = mapped_column(sa.String(64))
+    # A re-dub's parent (the completed dub it corrects, see coordinator.redub); null: not a re-dub.
+    parent_job_id: Mapped[Optional[str]] = mapped_column(sa.String(32))
     max_attempts: Mapped[int] = mapped_column(sa.Integer)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     # Increments at every claim and is never reset: it scopes artifacts to one run.
@@ -127,3 +130,16 @@ class AuditEvent(db.Model):
     job_id: Mapped[Optional[str]] = mapped_column(sa.String(32))
     detail: Mapped[str] = mapped_column(sa.Text, default="")
     remote: Mapped[str] = mapped_column(sa.String(255), default="")
+
+
+class SignInToken(db.Model):
+    """A one-time browser sign-in link for a key: only the SHA-256 of the token is stored."""
+
+    __tablename__ = "sign_in_tokens"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    key_id: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[float] = mapped_column(sa.Float)
+    expires_at: Mapped[float] = mapped_column(sa.Float, index=True)
+    used_at: Mapped[Optional[float]] = mapped_column(sa.Float)

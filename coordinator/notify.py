@@ -5,7 +5,10 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Protocol, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from .events import EventHub
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,9 @@ class QueueEvents(Protocol):
     def job_finished(self, job_id: str, callback_url: str | None, status: str, kind: str) -> None:
         """A job reached a terminal status (once per transition, never for a repeated call)."""
 
+    def job_changed(self, job_id: str) -> None:
+        """A job's status, stage or progress changed (live event streams)."""
+
 
 class NullEvents:
     """Events that go nowhere (tests, CLI commands)."""
@@ -33,6 +39,9 @@ class NullEvents:
         """Ignore."""
 
     def job_finished(self, job_id: str, callback_url: str | None, status: str, kind: str) -> None:
+        """Ignore."""
+
+    def job_changed(self, job_id: str) -> None:
         """Ignore."""
 
 
@@ -95,13 +104,27 @@ class ClaimNotifier:
 
 
 class AppEvents:
-    """Production events: wake claim waiters, count finished jobs, send completion callbacks."""
+    """Production events: wake claim waiters, count finished jobs, send completion callbacks,
+    feed the live event streams."""
 
     def __init__(self, notifier: ClaimNotifier, send_callback: Callable[[str, str], None] | None,
-                 on_finished: Callable[[str, str, str], None] | None = None):
+                 on_finished: Callable[[str, str, str], None] | None = None,
+                 hub: EventHub | None = None):
         self.notifier = notifier
         self.send_callback = send_callback
         self.on_finished = on_finished
+        self.hub = hub
+
+    def close(self) -> None:
+        """Shutting down: end the long polls and the event streams."""
+        self.notifier.close()
+        if self.hub is not None:
+            self.hub.close()
+
+    def job_changed(self, job_id: str) -> None:
+        """Send the job's new state to the event streams."""
+        if self.hub is not None:
+            self.hub.publish(job_id)
 
     def job_available(self) -> None:
         """Wake the long-polling claims."""

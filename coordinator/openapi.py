@@ -10,10 +10,11 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from apispec import APISpec
-from flask import Flask
+from flask import Blueprint, Flask
+from werkzeug.routing import Rule
 
 from shared.protocol import (API_KEY_HEADER, IDEMPOTENCY_HEADER, LEASE_HEADER, SHA256_HEADER,
                              WORKER_SESSION_HEADER, KeyKind)
@@ -23,6 +24,7 @@ from .validation import SHA256_PATTERN
 
 # Reply bodies that are not components: any file, plain text, an HTML page, any JSON object.
 BINARY, TEXT, HTML, OBJECT = "binary", "text", "html", "object"
+EVENTS = "events"  # a Server-Sent Events stream (text/event-stream)
 SESSION = (WORKER_SESSION_HEADER,)
 LEASED = (WORKER_SESSION_HEADER, LEASE_HEADER)  # the headers of the calls made under a lease
 # A stored file: Range and ETag supported; with object storage, a redirect to a presigned URL.
@@ -42,7 +44,8 @@ _ERRORS: dict[int, str] = {
     416: "the Range cannot be satisfied",
     422: "a field has an invalid value (`field` names it)",
     429: "too many requests for this API key; retry after `Retry-After` seconds",
-    503: "the database is busy or the server is shutting down; retry after `Retry-After`",
+    503: "the database is busy, the server is shutting down, or (event streams) MAX_EVENT_STREAMS "
+         "are open; retry after `Retry-After`",
 }
 _REPLY_TEXT = {
     202: "accepted", 204: "nothing to do now", 206: "the requested byte range",
@@ -62,6 +65,9 @@ _HEADERS: dict[str, dict[str, Any]] = {
     SHA256_HEADER: {"description": "the body's SHA-256, checked when sent (400 on a mismatch)",
                     "schema": {"type": "string", "pattern": SHA256_PATTERN.replace("a-f", "a-fA-F")}},
     "Range": {"description": "a byte range (RFC 9110)", "schema": {"type": "string"}},
+    "Last-Event-ID": {"description": "the id of the last message received: resume after it (an "
+                                     "id that is not in the recent buffer: a fresh snapshot)",
+                      "schema": {"type": "string"}},
 }
 _SCHEMES = {
     KeyKind.CLIENT: "submits jobs and sees only its own (`dfc_...`)",
@@ -114,6 +120,8 @@ def _content(name: str | None) -> dict[str, Any] | None:
         return {"text/plain": {"schema": {"type": "string"}}}
     if name == HTML:
         return {"text/html": {"schema": {"type": "string"}}}
+    if name == EVENTS:
+        return {"text/event-stream": {"schema": "JobEventMessage"}}
     if name == OBJECT:
         return {"application/json": {"schema": {"type": "object"}}}
     return {"application/json": {"schema": name}}
@@ -202,6 +210,21 @@ def _operation(view: Callable, endpoint: str, path: str, args: Sequence[str]) ->
     return result
 
 
+def not_api(blueprint: Blueprint) -> Blueprint:
+    """Mark a blueprint whose routes are not API (HTML pages and their files): the document
+    leaves them out."""
+    blueprint.not_api = True  # type: ignore[attr-defined]
+    return blueprint
+
+
+def api_rules(app: Flask) -> Iterator[Rule]:
+    """The URL map's API routes: every rule but static files and `not_api` blueprints' routes."""
+    for rule in app.url_map.iter_rules():
+        blueprint = app.blueprints.get(rule.endpoint.rpartition(".")[0])
+        if rule.endpoint != "static" and not getattr(blueprint, "not_api", False):
+            yield rule
+
+
 def openapi_path(rule: str) -> str:
     """A werkzeug rule (`/jobs/<job_id>`) as an OpenAPI path template (`/jobs/{job_id}`)."""
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
@@ -223,14 +246,12 @@ def _components(spec: APISpec) -> None:
 
 
 def build_document(app: Flask, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route of `app` (static files excepted)."""
+    """The OpenAPI 3.1 document of every API route of `app` (see `api_rules`)."""
     spec = APISpec(title="dubfleet coordinator", version=version, openapi_version="3.1.0",
                    info={"description": _DESCRIPTION})
     _components(spec)
     seen: set[str] = set()
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in api_rules(app):
         view, path = app.view_functions[rule.endpoint], openapi_path(rule.rule)
         operations = {}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):

@@ -196,6 +196,20 @@ class S3Storage(Layout):
             self.abort(self.relative(key), upload_id)
             raise
 
+    def copy(self, source: str, target: str) -> None:
+        """Copy a stored object to a second key inside the store (nothing passes through here)."""
+        self._call("copy a file", self.client.copy_object, Key=self.key(target),
+                   CopySource={"Bucket": self.bucket, "Key": self.key(source)})
+
+    def read_bytes(self, relpath: str, limit: int) -> bytes:
+        """A small stored object's bytes (PayloadTooLarge past `limit`)."""
+        reply = self._call("read a file", self.client.get_object, Key=self.key(relpath))
+        with reply["Body"] as body:
+            data = body.read(limit + 1)
+        if len(data) > limit:
+            raise PayloadTooLarge(f"{relpath.rsplit('/', 1)[-1]} is larger than {limit} bytes")
+        return data
+
     # -- presigned transfers ------------------------------------------------------------------
 
     def _presign(self, operation: str, **params: Any) -> str:

@@ -13,9 +13,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from shared import glossary
 from shared.languages import AUTO, LANGUAGES
-from shared.protocol import (MAX_CLAIM_WAIT_SECONDS, ArtifactInfo, ClaimedJob, FailReport, Heartbeat,
-                             HeartbeatReply, JobKind, JobStatus, SlotRequest, Stage, UploadSlot,
-                             WorkerInfo)
+from shared.protocol import (JOB_EVENT_FIELDS, MAX_CLAIM_WAIT_SECONDS, ArtifactInfo, ClaimedJob,
+                             FailReport, Heartbeat, HeartbeatReply, JobKind, JobStatus, SlotRequest,
+                             Stage, UploadSlot, WorkerInfo)
 
 from . import direct, validation as v
 from .storage import _JOB_ID_RE  # the ids every view accepts (storage.is_job_id)
@@ -231,6 +231,20 @@ CLAIM_REQUEST: Schema = {"type": "object", "properties": {
 COMPLETE_REQUEST: Schema = {"type": "object", "required": ["main_artifact"], "properties": {
     "main_artifact": LABEL, "detected_language": nullable(LANGUAGE)}}
 
+# POST /jobs/<id>/redub (coordinator.redub): the lengths are the defaults of the MAX_REDUB_* settings
+_REDUB_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 1000}
+_REDUB_LINE: Schema = {"type": "integer", "minimum": 0, "maximum": 10**9 - 1,
+                       "description": "the line's `index` in transcript.json / dub_report.json"}
+REDUB_REQUEST: Schema = {
+    "type": "object", "required": ["segments"], "additionalProperties": False,
+    "description": "edited lines: `text` is voiced as given, `source_text` is translated again",
+    "properties": {"segments": {"type": "array", "minItems": 1, "maxItems": 200, "items": {
+        "oneOf": [{"type": "object", "required": ["index", "text"], "additionalProperties": False,
+                   "properties": {"index": _REDUB_LINE, "text": _REDUB_TEXT}},
+                  {"type": "object", "required": ["index", "source_text"],
+                   "additionalProperties": False,
+                   "properties": {"index": _REDUB_LINE, "source_text": _REDUB_TEXT}}]}}}}
+
 # --- replies (coordinator.serializers) -----------------------------------------------------------
 
 
@@ -264,6 +278,7 @@ JOB_VIEW = _reply(
     asr_model=nullable(LABEL), source_url=_STR_OR_NULL, input_name=_STR_OR_NULL,
     input_size=_INT_OR_NULL, error=_STR_OR_NULL, cancel_requested={"type": "boolean"},
     main_artifact=nullable(LABEL), subtitles=nullable(ref("SubtitlesView")),
+    parent_job_id={**nullable(JOB_ID), "description": "a re-dub's parent job; null otherwise"},
     **_TIMES, **{f"{name}_iso": nullable(ISO_TIME) for name in _TIMES},
     artifacts={"type": "array", "items": ref("ArtifactView")}, links=ref("Links"),
     waiting_for={**_STR_OR_NULL, "description": "what a queued job nobody can run needs"})
@@ -288,6 +303,17 @@ UPLOAD_REPLY = _reply("the stored artifact", artifact=ref("ArtifactInfo"),
                       status=enum_of(JobStatus),
                       repeated={"type": "boolean", "description": "the same upload again: "
                                                                   "nothing was stored"})
+JOB_EVENT = _reply("a live update's data: the job's state now (`progress` is 0..1 here)",
+                   id=JOB_ID, progress={"type": "number", "minimum": 0, "maximum": 1},
+                   **{name: JOB_VIEW["properties"][name] for name in JOB_EVENT_FIELDS})
+JOB_EVENT_MESSAGE: Schema = {
+    "type": "object", "required": ["event", "id", "data"],
+    "description": "one Server-Sent Events message; `: keepalive` comments come between them",
+    "properties": {"event": {"const": "job"},
+                   "id": {"type": "string", "pattern": "^[0-9]+$",
+                          "description": "send it back as Last-Event-ID to resume after it"},
+                   "data": {"type": "string", "contentMediaType": "application/json",
+                            "contentSchema": ref("JobEvent")}}}
 ERROR: Schema = {
     "type": "object", "required": ["error", "message"],
     "description": "every error; some add keys such as `field` (422) or `job_status` and "
@@ -305,7 +331,8 @@ COMPONENTS: dict[str, Schema] = {
     "ClaimedJob": CLAIMED_JOB, "Heartbeat": HEARTBEAT, "HeartbeatReply": HEARTBEAT_REPLY,
     "FailReport": FAIL_REPORT, "FailReply": FAIL_REPLY, "CompleteRequest": COMPLETE_REQUEST,
     "JobStatusReply": JOB_STATUS, "ArtifactInfo": ARTIFACT_INFO, "UploadReply": UPLOAD_REPLY,
-    "SlotRequest": SLOT_REQUEST, "UploadSlot": UPLOAD_SLOT,
+    "SlotRequest": SLOT_REQUEST, "UploadSlot": UPLOAD_SLOT, "RedubRequest": REDUB_REQUEST,
+    "JobEvent": JOB_EVENT, "JobEventMessage": JOB_EVENT_MESSAGE,
 }
 
 # Objects whose properties are an operation's query parameters (coordinator.openapi expands them).

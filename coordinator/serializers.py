@@ -85,6 +85,7 @@ def job_view(session: Session, job: Job, context: ViewContext | None = None) -> 
         "input_name": job.input_name, "input_size": job.input_size, "error": job.error,
         "cancel_requested": bool(job.cancel_requested), "main_artifact": job.main_artifact,
         "subtitles": subtitles_view(job),
+        "parent_job_id": job.parent_job_id,  # a re-dub's parent (coordinator.redub)
     }
     for name in _TIMES:
         view[name] = getattr(job, name)

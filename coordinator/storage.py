@@ -110,6 +110,13 @@ class Layout:
         return f"inputs/{job_id}/subtitles"
 
     @staticmethod
+    def parent_relpath(job_id: str) -> str:
+        """Where a re-dub keeps its copy of the parent's segment bundle (next to its input)."""
+        if not is_job_id(job_id):
+            raise ValueError(f"bad job id {job_id!r}")
+        return f"inputs/{job_id}/parent_segments"
+
+    @staticmethod
     def artifact_dir(job_id: str, run: int) -> str:
         """The folder of one run's artifacts."""
         if not is_job_id(job_id) or run < 0:
@@ -213,6 +220,24 @@ class Storage(Layout):
         _fsync_dir(target.parent)
         logger.debug("stored %s (%d bytes)", relpath, received.size)
         return StoredFile(relpath=relpath, size=received.size, sha256=received.sha256)
+
+    def copy(self, source: str, target: str) -> None:
+        """Give a stored (never rewritten) file a second path: a hard link where the file
+        system allows, else a copy; deleting either path later leaves the other intact."""
+        src, dst = self.resolve(source), self.resolve(target)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+
+    def read_bytes(self, relpath: str, limit: int) -> bytes:
+        """A small stored file's bytes (PayloadTooLarge past `limit`)."""
+        with open(self.resolve(relpath), "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise PayloadTooLarge(f"{relpath.rsplit('/', 1)[-1]} is larger than {limit} bytes")
+        return data
 
     def discard(self, received: Received | None) -> None:
         """Delete a temp file that was not published (no-op once it was renamed away)."""

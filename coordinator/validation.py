@@ -146,6 +146,9 @@ def parse_options(value: Any) -> dict[str, Any]:
         raise ValidationFailed("options must be plain JSON", field="options") from None
     if len(encoded.encode()) > MAX_OPTIONS_BYTES:
         raise ValidationFailed("options must be at most 16 KB", field="options")
+    if "redub" in value:  # set only by POST /jobs/<id>/redub (coordinator.redub)
+        raise ValidationFailed("options.redub is reserved: re-dub with POST /jobs/{id}/redub",
+                               field="options.redub")
     try:
         parse_glossary(value.get("glossary"))
     except ValueError as exc:

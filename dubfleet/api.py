@@ -6,18 +6,24 @@ import json
 import logging
 import re
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import requests
 
 from dubfleet.multipart import FilePart, MultipartBody
-from shared.protocol import (API_KEY_HEADER, IDEMPOTENCY_HEADER, SHA256_HEADER, Routes,
-                             is_valid_artifact_name)
+from shared.protocol import (API_KEY_HEADER, IDEMPOTENCY_HEADER, JOB_EVENT_FIELDS, SHA256_HEADER,
+                             JobStatus, Routes, is_valid_artifact_name)
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
+TERMINAL = {s.value for s in JobStatus if s.terminal}
+# Reading an event stream: the server sends a keepalive every 15 s by default; a connection that
+# stays silent longer than this is taken for dead and resumed.
+EVENTS_TIMEOUT = (30, 60)
 
 
 class ApiError(Exception):
@@ -186,9 +192,54 @@ class DubfleetApi:
         """Queue a failed or cancelled job again."""
         return self.request("POST", Routes.fill(Routes.JOB_RETRY, job_id=job_id)).json()
 
+    def redub(self, job_id: str, segments: list[dict],
+              idempotency_key: str | None = None) -> dict:
+        """Correct lines of a completed dub: a new job re-voices only those; returns its view.
+
+        Each segment is {"index": i, "text": "..."} (voiced as given) or {"index": i,
+        "source_text": "..."} (translated again)."""
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else {}
+        return self.request("POST", Routes.fill(Routes.JOB_REDUB, job_id=job_id),
+                            json={"segments": segments}, headers=headers).json()
+
     def queue_info(self) -> dict:
         """Queue counters."""
         return self.request("GET", Routes.QUEUE_INFO).json()
+
+    def job_events(self, job_id: str, last_event_id: str | None = None) -> requests.Response:
+        """Open the job's Server-Sent Events stream (a streamed reply; 204 when a resumed
+        stream's job has ended)."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        return self.request("GET", Routes.fill(Routes.JOB_EVENTS, job_id=job_id), stream=True,
+                            headers=headers, timeout=EVENTS_TIMEOUT)
+
+    def follow(self, job_id: str, poll: float = 1.0, retries: int = 30,
+               sleep: Callable[[float], None] = time.sleep) -> Iterator[dict]:
+        """The job's state now and after every change until it ends, as event data (progress
+        0..1): live events, resumed with Last-Event-ID when the connection drops; polling
+        instead when the coordinator has no stream to spare (503)."""
+        follower = _Follower(self, job_id, retries)
+        while not follower.done:
+            try:
+                yield from follower.stream()
+            except ApiError as exc:
+                if exc.status == 503:
+                    yield from self._poll(job_id, poll, sleep)
+                    return
+                follower.failed(exc)
+            if not follower.done:
+                sleep(follower.delay(poll))
+
+    def _poll(self, job_id: str, poll: float, sleep: Callable[[float], None]) -> Iterator[dict]:
+        """Event data from GET /jobs/<id> every `poll` seconds until the job ends."""
+        while True:
+            data = event_of_view(self.job(job_id))
+            yield data
+            if data["status"] in TERMINAL:
+                return
+            sleep(poll)
 
     def download(self, job_id: str, out_dir: Path, name: str | None = None,
                  sha256: str | None = None, filename: str | None = None) -> Path:
@@ -256,3 +307,87 @@ def _save(resp: requests.Response, dest: Path) -> str:
             bar.close()
     part.replace(dest)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One Server-Sent Events message."""
+
+    id: str | None  # the last id the stream set (the one to resume after)
+    event: str
+    data: str
+    retry_ms: int | None = None
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[ServerEvent]:
+    """The messages of a text/event-stream, line by line (the WHATWG rules; comments skipped)."""
+    data: list[str] = []
+    event, last_id, retry = "", None, None
+    for line in lines:
+        if not line:
+            if data:
+                yield ServerEvent(last_id, event or "message", "\n".join(data), retry)
+            data, event = [], ""
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id" and "\0" not in value:
+            last_id = value
+        elif name == "retry" and value.isdigit():
+            retry = int(value)
+
+
+def event_of_view(view: dict) -> dict:
+    """A job view (GET /jobs/<id>) in the shape of an event message (progress 0..1)."""
+    data = {"id": view.get("job_id"), "progress": float(view.get("progress") or 0) / 100.0}
+    data.update({name: view.get(name) for name in JOB_EVENT_FIELDS})
+    return data
+
+
+class _Follower:
+    """One `follow`: the stream's last event id, whether the job ended, and how often
+    reconnecting failed in a row."""
+
+    def __init__(self, api: DubfleetApi, job_id: str, retries: int):
+        self.api, self.job_id, self.retries = api, job_id, retries
+        self.last_id: str | None = None
+        self.retry_ms: int | None = None
+        self.failures = 0
+        self.done = False
+
+    def stream(self) -> Iterator[dict]:
+        """The messages of one connection (ends when it drops or the job ends)."""
+        resp = self.api.job_events(self.job_id, self.last_id)
+        try:
+            if resp.status_code == 204:  # resumed after the job's last message: nothing more
+                self.done = True
+                yield event_of_view(self.api.job(self.job_id))
+                return
+            resp.encoding = "utf-8"  # an event stream is always UTF-8
+            for message in parse_sse(resp.iter_lines(chunk_size=None, decode_unicode=True)):
+                self.failures = 0
+                self.last_id, self.retry_ms = message.id or self.last_id, message.retry_ms
+                data = json.loads(message.data)
+                self.done = data.get("status") in TERMINAL
+                yield data
+                if self.done:
+                    return
+        except (requests.RequestException, ValueError) as exc:
+            self.failed(ApiError(f"the event stream broke off: {exc}"))
+        finally:
+            resp.close()
+
+    def failed(self, error: ApiError) -> None:
+        """A connection failed: raise when the server refused (4xx) or after `retries`."""
+        self.failures += 1
+        if (error.status and error.status < 500) or self.failures > self.retries:
+            raise error
+        logger.info("event stream: %s; reconnecting", error)
+
+    def delay(self, poll: float) -> float:
+        """Seconds to wait before reconnecting (the server's `retry`, else `poll`)."""
+        return self.retry_ms / 1000.0 if self.retry_ms is not None and not self.failures else poll

@@ -209,12 +209,39 @@ def _finish(api: DubfleetApi, job_id: str, output: Path, poll: float) -> None:
         click.echo(f"saved {path}", err=True)
 
 
+def follow(api: DubfleetApi, job_id: str, as_json: bool, poll: float) -> None:
+    """Print a line at every change of the job (live events) until it ends; fail unless it
+    completed, like `submit --wait`."""
+    last, data = "", {}
+    try:
+        for data in api.follow(job_id, poll):
+            line = (json.dumps(data, sort_keys=True) if as_json
+                    else progress_line({**data, "progress": float(data.get("progress") or 0) * 100}))
+            if line != last:
+                click.echo(line)
+                last = line
+    except KeyboardInterrupt:
+        raise click.ClickException(f"stopped following; the job goes on: dubfleet status {job_id}")
+    if data.get("status") != JobStatus.COMPLETED.value:
+        raise click.ClickException(f"job {job_id} {data.get('status')}: {data.get('error') or '-'}")
+
+
 @main.command()
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the job view as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job view as JSON (with --follow: "
+                                                      "each event's data, one per line).")
+@click.option("--follow", "follow_job", is_flag=True,
+              help="Print a line at every change until the job ends (live events); exit 1 "
+                   "unless it completed.")
+@click.option("--poll", type=click.FloatRange(0.1), default=1.0, show_default=True,
+              help="With --follow: seconds between status checks when live events are refused "
+                   "(503), and before reconnecting a dropped stream.")
 @with_api
-def status(api: DubfleetApi, job_id: str, as_json: bool) -> None:
-    """Show a job's status, progress and artifacts."""
+def status(api: DubfleetApi, job_id: str, as_json: bool, follow_job: bool, poll: float) -> None:
+    """Show a job's status, progress and artifacts (--follow: every change until it ends)."""
+    if follow_job:
+        follow(api, job_id, as_json, poll)
+        return
     view = api.job(job_id)
     if as_json:
         print_json(view)
@@ -296,6 +323,51 @@ def queue(api: DubfleetApi, as_json: bool) -> None:
         return
     for key, value in info.items():
         click.echo(f"{key}: {value}")
+
+
+def read_edits(path: Path) -> list[dict]:
+    """The edited lines of an edits file: {"segments": [...]} or the bare list."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--edits") from None
+    segments = data.get("segments") if isinstance(data, dict) else data
+    if not isinstance(segments, list) or not segments:
+        raise click.BadParameter('expected {"segments": [{"index": 3, "text": "..."}, ...]}',
+                                 param_hint="--edits")
+    return segments
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--edits", "edits_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help='JSON file: {"segments": [{"index": 3, "text": "new line"}, '
+                   '{"index": 7, "source_text": "corrected source, translated again"}]}.')
+@click.option("--idempotency-key", help="Sending again with the same key returns the same job.")
+@click.option("--wait", is_flag=True, help="Follow the re-dub and download its results at the end.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where --wait puts the results.")
+@click.option("--poll", type=click.FloatRange(0.1), default=1.0, show_default=True,
+              help="Seconds between status checks with --wait.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new job's view as JSON.")
+@with_api
+def redub(api: DubfleetApi, job_id: str, edits_path: Path, idempotency_key: str | None,
+          wait: bool, output: Path, poll: float, as_json: bool) -> None:
+    """Correct lines of the completed dub JOB_ID: a new job re-voices only those lines and
+    re-uses every other line's audio. Prints the new job's id on stdout.
+
+    The indices are those of the dub's transcript.json / dub_report.json lines.
+    """
+    view = api.redub(job_id, read_edits(edits_path), idempotency_key)
+    if as_json:
+        print_json(view)
+    else:
+        click.echo(view["job_id"])
+        click.echo(f"re-dub of {job_id}: {view.get('status')} "
+                   f"(position {view.get('queue_position')})", err=True)
+    if wait:
+        _finish(api, view["job_id"], output, poll)
 
 
 if __name__ == "__main__":

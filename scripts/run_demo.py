@@ -2,13 +2,18 @@
 
 Everything stays on this machine: SQLite + files under ./data (or $DUBFLEET_DATA_DIR), offline
 models from installed packages. Pass a video path to dub your own file instead of the sample.
+It prints the web app's address and a one-time sign-in link first, so the job can be watched live
+in a browser; run from a terminal, it keeps the coordinator (and the worker) serving at the end
+until Ctrl+C, so the result can be watched, corrected and re-dubbed there.
 """
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +31,13 @@ def main() -> int:
                         admin_key="dfa_" + secrets.token_urlsafe(24), threads=16)
     print(f"coordinator: starting on {coord.url} (data in {coord.data_dir})", flush=True)
     coord.start(timeout=60)
-    client_key = coord.create_key("client", "make-run")
-    worker = start_worker(coord.url, data / "worker", "local-worker", "--max-jobs", "1",
+    client_key, key_id, link = _client_key(coord)
+    print(f"web app: {coord.url}/app/ — open this one-time link to sign in and watch the job live:\n"
+          f"  {link}", flush=True)
+    interactive = sys.stdin.isatty()
+    # Kept serving at the end (interactive runs), the worker stays too: re-dubs need it.
+    worker = start_worker(coord.url, data / "worker", "local-worker",
+                          *(() if interactive else ("--max-jobs", "1")),
                           api_key=coord.env["WORKER_API_KEY"])
     print(f"worker: started (log: {data / 'worker' / 'local-worker.log'})", flush=True)
     out_dir = data / "results"
@@ -35,13 +45,38 @@ def main() -> int:
     try:
         rc = subprocess.call([str(BIN / "dubfleet"), "submit", str(video), "--kind", "dub",
                               "--to", target, "--wait", "--output", str(out_dir)], env=env)
+        if rc == 0:
+            print(f"\nresults are in {out_dir}/ (dubbed video, dubbed audio, subtitles, transcript, "
+                  "dub_report.json)")
+        if interactive:
+            _keep_serving(coord, key_id)
     finally:
         stop_all([worker])
         coord.stop()
-    if rc == 0:
-        print(f"\nresults are in {out_dir}/ (dubbed video, dubbed audio, subtitles, transcript, "
-              "dub_report.json)")
     return rc
+
+
+def _client_key(coord: Coordinator) -> tuple[str, int, str]:
+    """A client key for the demo, its id, and a one-time web sign-in link for it."""
+    done = subprocess.run([str(BIN / "coordinator"), "create-key", "--kind", "client", "--name",
+                           "make-run", "--sign-in-link", "--url", coord.url],
+                          env=coord.env, capture_output=True, text=True, check=True)
+    key, link = done.stdout.split()[:2]
+    return key, int(re.search(r"key #(\d+)", done.stderr).group(1)), link
+
+
+def _keep_serving(coord: Coordinator, key_id: int) -> None:
+    """Serve until Ctrl+C, with a fresh sign-in link (the first may be used or expired)."""
+    link = subprocess.run([str(BIN / "coordinator"), "sign-in-link", "--id", str(key_id), "--url",
+                           coord.url], env=coord.env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    print(f"\nweb app: {coord.url}/app/ (watch, correct and re-dub the result there)\n"
+          f"  sign in: {link}\npress Ctrl+C to stop", flush=True)
+    try:
+        while coord.proc is not None and coord.proc.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping", flush=True)
 
 
 def _sample(data: Path) -> Path:

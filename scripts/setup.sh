@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 
 # System tools used by the media pipeline and its tests: Apertium (offline en<->es MT fallback),
-# espeak-ng (last-resort TTS), pocketsphinx-testdata (real human speech for WER tests), ffmpeg.
-APT_PKGS="ffmpeg apertium apertium-eng-spa espeak-ng pocketsphinx-testdata"
+# espeak-ng (last-resort TTS), pocketsphinx-testdata (real human speech for WER tests), ffmpeg;
+# chromium + chromium-driver for the web app's browser tests (Selenium drives Debian's own build).
+APT_PKGS="ffmpeg apertium apertium-eng-spa espeak-ng pocketsphinx-testdata chromium chromium-driver"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -67,6 +67,14 @@ class JobKind(str, Enum):
 LANGUAGE_KINDS = (JobKind.DUB.value, JobKind.SUBTITLE.value, JobKind.TRANSLATE.value)
 
 
+# Live updates (Server-Sent Events of GET /jobs/<id>/events and /jobs/events): every message is
+# `event: job` with an integer `id`; its data is a JSON object: `id` (the job id), `progress`
+# (0..1) and these fields of the job view.
+JOB_EVENT_FIELDS = ("kind", "status", "stage", "eta_seconds", "message", "queue_position",
+                    "waiting_for", "updated_at", "attempts", "max_attempts", "error",
+                    "cancel_requested", "main_artifact", "worker_id", "finished_at")
+
+
 class KeyKind(str, Enum):
     """Who an API key belongs to."""
 
@@ -85,6 +93,10 @@ class Routes:
     JOB_RETRY = "/jobs/<job_id>/retry"
     JOB_DOWNLOAD = "/jobs/<job_id>/download"
     JOB_ARTIFACT = "/jobs/<job_id>/artifacts/<name>"
+    JOB_INPUT = "/jobs/<job_id>/input"  # the owner's own uploaded input (the web player's original)
+    JOB_REDUB = "/jobs/<job_id>/redub"
+    JOB_EVENTS = "/jobs/<job_id>/events"  # Server-Sent Events of one job
+    JOBS_EVENTS = "/jobs/events"  # ... of all the caller's jobs
     QUEUE_INFO = "/queue/info"
     METRICS = "/metrics"
     # worker side
@@ -93,6 +105,7 @@ class Routes:
     CLAIM = "/jobs/<job_id>/claim"
     DOWNLOAD_INPUT = "/jobs/<job_id>/download-input"
     DOWNLOAD_SUBTITLES = "/jobs/<job_id>/download-subtitles"
+    DOWNLOAD_PARENT = "/jobs/<job_id>/download-parent"  # a re-dub's copy of its parent's segments
     HEARTBEAT = "/jobs/<job_id>/heartbeat"
     UPLOAD_RESULT = "/jobs/<job_id>/upload-result"
     UPLOAD_SLOT = "/jobs/<job_id>/upload-slot"

@@ -190,6 +190,13 @@ class CoordinatorClient:
         return self._download_stored(Routes.DOWNLOAD_SUBTITLES, "subtitles", job,
                                      job.subtitles_sha256, dest, check, None, job.subtitles_url)
 
+    def download_parent(self, job: ClaimedJob, dest: Path, sha256: str,
+                        check: Check | None = None) -> Path:
+        """Fetch a re-dub's copy of its parent's segment bundle into `dest` (sha256-checked)."""
+        direct = self._fresh_url(Routes.DOWNLOAD_PARENT, job) if job.direct_upload else None
+        return self._download_stored(Routes.DOWNLOAD_PARENT, "parent segments", job, sha256,
+                                     dest, check, None, direct)
+
     def _download_stored(self, route: str, what: str, job: ClaimedJob, sha256: str | None,
                          dest: Path, check: Check | None, on_progress: OnProgress | None,
                          direct_url: str | None = None) -> Path:

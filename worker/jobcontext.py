@@ -30,6 +30,8 @@ class LiveJobContext:
         self.published: dict[str, str] = {}
         # A dub's own subtitles, downloaded next to the input (None: the job has none).
         self.subtitles_path: Path | None = None
+        # A re-dub's copy of its parent's segment bundle (None: not a re-dub).
+        self.parent_path: Path | None = None
 
     def stage(self, stage: Stage, message: str | None = None) -> None:
         """Enter a stage; an immediate (rate-limited) beat tells the coordinator."""

@@ -251,6 +251,10 @@ class Worker:
         if ctx.job.subtitles_sha256:  # a dub with the user's own subtitles
             ctx.subtitles_path = self.client.download_subtitles(
                 ctx.job, root / "subtitles.txt", check=ctx.check)
+        redub = (ctx.job.options or {}).get("redub")
+        if isinstance(redub, dict) and redub.get("bundle_sha256"):  # a re-dub: the parent's lines
+            ctx.parent_path = self.client.download_parent(
+                ctx.job, root / "parent_segments.tar", str(redub["bundle_sha256"]), check=ctx.check)
         ctx.check()
         pipeline = self.registry.get(ctx.job.kind)
         result = pipeline.run(ctx, input_path)

@@ -8,13 +8,18 @@ def register_blueprints(app: Flask) -> None:
     """Attach every blueprint to `app`."""
     from .client import bp as client_bp
     from .docs import bp as docs_bp
+    from .events import bp as events_bp
     from .health import bp as health_bp
     from .worker import bp as worker_bp
+    from . import redub  # noqa: F401  (adds the re-dub routes to the client and worker blueprints)
 
     from ..ratelimit import init_rate_limits
 
-    init_rate_limits(app, client=client_bp, worker=worker_bp, exempt=health_bp)
+    limiter = init_rate_limits(app, client=client_bp, worker=worker_bp, exempt=health_bp)
+    if limiter is not None:  # event streams are client calls: the same per-key budget
+        limiter.shared_limit(app.config["CLIENT_RATE_LIMIT"], scope="client")(events_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(worker_bp)
     app.register_blueprint(client_bp)
+    app.register_blueprint(events_bp)
     app.register_blueprint(docs_bp)

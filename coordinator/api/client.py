@@ -1,7 +1,9 @@
-"""Client endpoints: submit, list, view, cancel, retry, download, queue info."""
+"""Client endpoints: submit, list, view, cancel, retry, download (results and the input), queue
+info."""
 from __future__ import annotations
 
 import logging
+import mimetypes
 from dataclasses import replace
 from typing import Any, BinaryIO, Mapping
 from urllib.parse import urlsplit
@@ -36,16 +38,26 @@ def _submission() -> tuple[Mapping[str, Any], BinaryIO | None, str]:
         upload = request.files.get("file")
         if upload is None:
             raise BadRequest("no file: send a multipart 'file' part, a raw body or a source_url")
-        fields = {**request.args.to_dict(), **request.form.to_dict()}
+        fields = _merged(request.args.to_dict(), request.form.to_dict())
         return fields, upload.stream, fields.get("filename") or upload.filename or ""
     if request.is_json:
         body = read_json(required=True)
         if not body.get("source_url"):
             raise BadRequest("no file: a JSON submission needs a source_url")
-        return {**request.args.to_dict(), **body}, None, ""  # query fields too, like the others
+        return _merged(request.args.to_dict(), body), None, ""  # query fields too, like the others
     if request.content_length == 0:
         raise BadRequest("the uploaded file is empty")
     return request.args.to_dict(), request.stream, request.args.get("filename", "")
+
+
+def _merged(query: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+    """Query and body fields together; a field given in both is refused (422) rather than one
+    value silently overriding the other."""
+    both = sorted(set(query) & set(body))
+    if both:
+        raise ValidationFailed(f"'{both[0][:40]}' is given both in the query string and in the "
+                               "body: send each field once", field=both[0][:40])
+    return {**query, **body}
 
 
 def _subtitles(fields: Mapping[str, Any], new: NewJob) -> tuple[NewJob, subtitles.SubtitlesPart | None]:
@@ -224,6 +236,24 @@ def download_artifact(job_id: str, name: str) -> Response:
     if not is_valid_artifact_name(name):
         raise NotFound("no such artifact")
     return _send_artifact(job_id, name)
+
+
+@bp.get(Routes.JOB_INPUT)
+@documented("client", ok=DOWNLOAD, headers=("Range",), errors=(416,))
+@require_key(KeyKind.CLIENT)
+@read_view
+def download_job_input(job_id: str) -> Response:
+    """The job's own uploaded input, as submitted (404 for a source_url job, which has none)."""
+    job = visible_job(job_id, current_principal())
+    if job.input_size is None or not job.input_sha256:
+        raise NotFound("the job has no uploaded input (it was fetched from its source_url)")
+    sha256, name = job.input_sha256, job.input_name or "input"
+    db.session.rollback()  # release the database before streaming the file
+    if request.headers.get("Range", "bytes=0-").startswith("bytes=0-"):
+        _audit("download", job_id, f"input {name!r}")
+    guessed = mimetypes.guess_type(name)[0] or ""  # media types only: nothing a browser renders
+    content_type = guessed if guessed.startswith(("video/", "audio/")) else "application/octet-stream"
+    return send_stored(get_state().storage.input_relpath(job_id), sha256, name, content_type)
 
 
 @bp.get(Routes.QUEUE_INFO)

@@ -87,7 +87,7 @@ def claim_next() -> Response:
     _touch(info)
 
     def attempt() -> jobs.Claimed | None:
-        return jobs.claim_next(db.session, info, state.policy)
+        return jobs.claim_next(db.session, info, state.policy, events=state.events)
 
     claimed = attempt()
     if claimed is None and wait > 0:
@@ -106,7 +106,8 @@ def claim_specific(job_id: str) -> Response:
     require_job_id(job_id)
     info = parse_worker_info(read_json(), _session_header())
     _touch(info)
-    return _claimed_reply(jobs.claim_specific(db.session, job_id, info, get_state().policy))
+    state = get_state()
+    return _claimed_reply(jobs.claim_specific(db.session, job_id, info, state.policy, events=state.events))
 
 
 def _leased_job(job_id: str) -> Job:
@@ -152,7 +153,8 @@ def heartbeat(job_id: str) -> Response:
     require_job_id(job_id)
     beat = parse_heartbeat(read_json())
     _touch()
-    answer = jobs.heartbeat(db.session, job_id, _lease_token(), beat, get_state().policy)
+    answer = jobs.heartbeat(db.session, job_id, _lease_token(), beat, get_state().policy,
+                            events=get_state().events)
     get_state().metrics.stage_seen(job_id, beat.stage)
     return reply(answer.to_dict())
 

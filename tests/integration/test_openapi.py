@@ -34,26 +34,42 @@ EXAMPLES = 50  # per operation and phase: the run stays within about a minute on
 #   that is the job's source or target), the options' 16 KB as JSON;
 # - an upload-result naming an object-storage `key` (400/422): also needs `size` and
 #   X-Content-SHA256, and a coordinator without object storage refuses it.
+# - a re-dub (422): the job must be a dub and each edited index one of its lines; a text of
+#   blanks only is empty.
+# - a job's input (416): a Range past the end of the stored file, or several ranges at once.
 CROSS_FIELD_RULES = {("POST", "/jobs"): ("422",), ("POST", "/upload-async"): ("422",),
-                     ("POST", "/jobs/{job_id}/upload-result"): ("400", "422")}
+                     ("POST", "/jobs/{job_id}/upload-result"): ("400", "422"),
+                     ("POST", "/jobs/{job_id}/redub"): ("422",),
+                     ("GET", "/jobs/{job_id}/input"): ("416",)}
 
 # Checks left out: `allow_header_conformance`, because /jobs/next and /jobs/claim are also
 # `/jobs/<job_id>` (a GET or DELETE there is a 404, no such job), so OPTIONS lists those methods;
 # `use_after_free`, because DELETE /jobs/<id> cancels: the job stays, visibly `cancelled`.
 EXCLUDED_CHECKS = "allow_header_conformance,use_after_free"
+# Live event streams also answer 503 + Retry-After (documented) past MAX_EVENT_STREAMS: the fuzzer
+# reads the start of a stream and moves on, and a left stream holds its slot until it ends.
+STREAMS = ("/jobs/events", "/jobs/{job_id}/events")
 
 # No rate limits (the fuzzer sends bursts; 429 is documented), no callbacks sent, no DNS lookups
 # of callback hosts (private addresses allowed), and no long polls: a claim with `wait` answers
-# 204 + Retry-After at once instead of holding 20 s.
+# 204 + Retry-After at once instead of holding 20 s; live event streams of open jobs end after
+# 0.2 s (the reply is complete, as when a real stream reaches EVENT_STREAM_MAX_SECONDS).
 FUZZ_ENV = {"RATELIMIT_ENABLED": "0", "CALLBACKS_ENABLED": "0", "ALLOW_PRIVATE_CALLBACKS": "1",
-            "MAX_CLAIM_WAITERS": "0"}
+            "MAX_CLAIM_WAITERS": "0", "EVENT_STREAM_MAX_SECONDS": "0.2"}
 
 
 def _config(client_key: str) -> str:
-    """schemathesis.toml: examples (deterministic), a key per security scheme, CROSS_FIELD_RULES."""
+    """schemathesis.toml: examples (deterministic), a key per security scheme, CROSS_FIELD_RULES,
+    STREAMS."""
     keys = {"ClientKey": client_key, "WorkerKey": WORKER_KEY, "AdminKey": ADMIN_KEY}
     auth = "".join(f'[auth.openapi.{name}]\napi_key = "{key}"\n\n' for name, key in keys.items())
-    exceptions = "".join(
+    # First: the first [[operations]] entry that applies to an operation wins.
+    streams = "".join(
+        f'[[operations]]\ninclude-name = "GET {path}"\n'
+        '[operations.checks.not_a_server_error]\nexpected-statuses = ["2xx", "3xx", "4xx", "503"]\n'
+        '[operations.checks.positive_data_acceptance]\n'
+        'expected-statuses = ["2xx", "401", "403", "404", "503"]\n\n' for path in STREAMS)
+    exceptions = streams + "".join(
         f'[[operations]]\ninclude-path = "{path}"\ninclude-method = "{method}"\n'
         '[operations.checks.positive_data_acceptance]\n'
         f'expected-statuses = {json.dumps(["2xx", "401", "403", "404", "409", *codes])}\n\n'

@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from coordinator.errors import ValidationFailed
-from coordinator.openapi import openapi_path
+from coordinator.openapi import api_rules, openapi_path
 from coordinator.validation import (ATTEMPTS_RANGE, PRIORITY_RANGE, parse_content_type, parse_label,
                                    parse_submission)
 from shared.languages import LANGUAGES
@@ -42,9 +42,7 @@ def test_document_is_valid_openapi_3_1(doc):
 
 def test_every_route_and_method_is_documented(app, doc):
     """Enumerated from the URL map, so an endpoint added later cannot be left out."""
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in api_rules(app):
         item = doc["paths"].get(openapi_path(rule.rule))
         assert item is not None, rule.rule
         for method in rule.methods - IGNORED_METHODS:
@@ -55,11 +53,17 @@ def test_every_route_and_method_is_documented(app, doc):
             assert declared == set(rule.arguments), rule.rule
 
 
+def test_only_the_web_pages_and_static_files_are_left_out(app, doc):
+    """The web app's HTML pages (a `not_api` blueprint) and static files are not API; every
+    other rule is (so a JSON route cannot hide by being put in the wrong place)."""
+    left_out = {rule.rule for rule in app.url_map.iter_rules()} - {r.rule for r in api_rules(app)}
+    assert left_out and all(path == "/" or path.startswith(("/app/", "/static/")) for path in left_out)
+    assert "/app/jobs" in left_out and not any(path.startswith("/app") for path in doc["paths"])
+
+
 def test_security_and_errors_follow_the_views(app, doc):
     """Keys come from require_key; every secured call documents 401, 403 and 429."""
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in api_rules(app):
         kinds = getattr(app.view_functions[rule.endpoint], "key_kinds", ())
         path = openapi_path(rule.rule)
         for method in rule.methods - IGNORED_METHODS:

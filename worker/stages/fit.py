@@ -228,6 +228,16 @@ def _apply_min(gain: np.ndarray, at: int, values: np.ndarray) -> None:
         gain[lo:hi] = np.minimum(gain[lo:hi], values[lo - at:hi - at])
 
 
+@dataclass(frozen=True)
+class MixLevels:
+    """The gains a mix applied: the voice's levelling gain and the final loudness passes'.
+
+    A re-dub applies its parent's levels, so every line it did not re-voice sounds identical."""
+
+    voice_gain: float
+    mix_gains: tuple[float, ...]
+
+
 def mix_tracks(voice: np.ndarray, original: np.ndarray | None, sample_rate: int,
                placed: Sequence[PlacedSegment], options: MixOptions = MixOptions(),
                reuse_original: bool = False) -> np.ndarray:
@@ -237,8 +247,19 @@ def mix_tracks(voice: np.ndarray, original: np.ndarray | None, sample_rate: int,
     Works in place on one copy of the original (on the original itself with reuse_original) to
     keep long inputs within memory.
     """
+    return mix_with_levels(voice, original, sample_rate, placed, options, reuse_original)[0]
+
+
+def mix_with_levels(voice: np.ndarray, original: np.ndarray | None, sample_rate: int,
+                    placed: Sequence[PlacedSegment], options: MixOptions = MixOptions(),
+                    reuse_original: bool = False,
+                    levels: MixLevels | None = None) -> tuple[np.ndarray, MixLevels]:
+    """`mix_tracks`, also returning the gains used; with `levels`, those gains are applied
+    instead of being measured."""
     n = len(voice)
-    voice = A.normalize_loudness(voice, sample_rate, options.voice_lufs)
+    voice_gain = (levels.voice_gain if levels is not None
+                  else A.loudness_gain(voice, sample_rate, options.voice_lufs))
+    voice = (voice * np.float32(voice_gain)).astype(np.float32, copy=False)
     if options.keep_original and original is not None:
         mix = A.fit_length(original, n)
         mix = mix if reuse_original and mix.dtype == np.float32 else np.array(mix, dtype=np.float32)
@@ -248,21 +269,32 @@ def mix_tracks(voice: np.ndarray, original: np.ndarray | None, sample_rate: int,
         mix += voice[:, None] if mix.ndim == 2 else voice
     else:
         mix = voice
-    for _ in range(2):  # limiting lowers loudness a little: one more pass corrects for it
-        mix *= np.float32(A.loudness_gain(mix, sample_rate, options.target_lufs))
+    gains = []
+    for step in range(2):  # limiting lowers loudness a little: one more pass corrects for it
+        gain = (levels.mix_gains[step] if levels is not None and len(levels.mix_gains) > step
+                else A.loudness_gain(mix, sample_rate, options.target_lufs))
+        gains.append(float(gain))
+        mix *= np.float32(gain)
         mix = A.limit_peaks(mix, sample_rate, options.ceiling_db, in_place=True)
-    return mix
+    return mix, MixLevels(float(voice_gain), tuple(gains))
 
 
 def mix_dub(fit: FitResult, source_media: Path | None, out_wav: Path,
             options: MixOptions = MixOptions()) -> Path:
     """Decode the source's audio (if kept), mix it with the fitted voice and write a wav."""
+    return mix_dub_levels(fit, source_media, out_wav, options)[0]
+
+
+def mix_dub_levels(fit: FitResult, source_media: Path | None, out_wav: Path,
+                   options: MixOptions = MixOptions(),
+                   levels: MixLevels | None = None) -> tuple[Path, MixLevels]:
+    """`mix_dub`, also returning the gains used (with `levels`: those gains, re-applied)."""
     original = None
     if options.keep_original and source_media is not None and A.has_audio(source_media):
         original = A.load_audio(source_media, fit.sample_rate)
-    mixed = mix_tracks(fit.voice, original, fit.sample_rate, fit.placed, options,
-                       reuse_original=True)
-    return A.write_wav(out_wav, mixed, fit.sample_rate)
+    mixed, used = mix_with_levels(fit.voice, original, fit.sample_rate, fit.placed, options,
+                                  reuse_original=True, levels=levels)
+    return A.write_wav(out_wav, mixed, fit.sample_rate), used
 
 
 def fit_summary(placed: Sequence[PlacedSegment]) -> dict:

@@ -16,8 +16,8 @@ from typing import Iterable, Sequence
 from shared.protocol import JobKind, Stage
 from worker.context import JobContext, JobResult, OutputFile
 from worker.errors import UnsupportedJob
-from worker.stages import adapt, outputs, tts, user_subtitles
-from worker.stages.fit import FitOptions, MixOptions, fit_segments, fit_summary, mix_dub
+from worker.stages import adapt, outputs, redub, segment_bundle, tts, user_subtitles
+from worker.stages.fit import FitOptions, MixOptions, fit_segments, fit_summary, mix_dub_levels
 from worker.stages.mux import encode_audio, mux_dubbed_video
 from worker.stages.onset import speech_onsets
 from worker.stages.options import MediaOptions
@@ -111,6 +111,8 @@ class MediaPipeline:
         opts = MediaOptions.from_job(ctx.job)
         progress = Progress(ctx, self.WEIGHTS[self.kind])
         state = self._prepare(ctx, input_path)
+        if self.kind == JobKind.DUB.value and redub.is_redub(ctx.job):
+            return redub.run(self, ctx, state, opts, input_path)
         if self.kind == JobKind.DUB.value:
             return self._dub(ctx, state, opts, progress, input_path)
         transcript = self._transcribe(ctx, state, opts, progress)
@@ -200,8 +202,8 @@ class MediaPipeline:
                 self._keep_translation(ctx, state, transcript, translation)
         fit = fit_segments(synthesized, translation.segments, state.duration, fit_options,
                            onsets=starts)
-        wav = mix_dub(fit, input_path, state.out / "dubbed_mix.wav",
-                      MixOptions(keep_original=opts.keep_original))
+        wav, levels = mix_dub_levels(fit, input_path, state.out / "dubbed_mix.wav",
+                                     MixOptions(keep_original=opts.keep_original))
         progress.update("mix", 0.4, "mixed the dubbed track")
         files = self._encode(ctx, state, input_path, wav, transcript.language, target)
         state.timings["mix_mux"] = round(time.monotonic() - t0, 3)
@@ -209,7 +211,10 @@ class MediaPipeline:
                                     fit_summary(fit.placed), self._meta(ctx, state, opts,
                                                                         transcript, translation,
                                                                         chain), onsets)
-        state.keep(ctx, [*files, outputs.write_report(state.out, report)], publish=False)
+        bundle = segment_bundle.write(state.out, redub.bundle_meta(
+            ctx, state, opts, transcript, translation, chain, dubber.voice, levels),
+            translation.segments, synthesized, onsets)
+        state.keep(ctx, [*files, outputs.write_report(state.out, report), bundle], publish=False)
         progress.update("mix", 1.0)
         return JobResult(tuple(state.outputs), files[0].name, transcript.language,
                          {"timings": state.timings, "summary": report["summary"]})
@@ -230,7 +235,7 @@ class MediaPipeline:
         audio_out = OutputFile(audio.name, audio, "audio/mp4")
         if not state.info.has_video:
             return [audio_out]
-        video = mux_dubbed_video(input_path, wav, state.out / "dubbed_video.mp4",
+        video = mux_dubbed_video(input_path, audio, state.out / "dubbed_video.mp4",
                                  original_keep=True, language=target, original_language=source)
         kind = {".mp4": "video/mp4", ".webm": "video/webm"}.get(video.suffix, "video/x-matroska")
         return [OutputFile(video.name, video, kind), audio_out]
