@@ -137,6 +137,24 @@ def main() -> None:
     """Submit videos to a dubfleet coordinator, follow their jobs and fetch the results."""
 
 
+def _wait_options(job: str, reply: str) -> Callable:
+    """The --wait/--output/--poll/--json options of a command that creates a job."""
+    options = [
+        click.option("--wait", is_flag=True, help=f"Follow {job} and download its results at the end."),
+        click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+                     show_default=True, help="Where --wait puts the results."),
+        click.option("--poll", type=click.FloatRange(0.1), default=1.0, show_default=True,
+                     help="Seconds between status checks with --wait."),
+        click.option("--json", "as_json", is_flag=True, help=f"Print {reply} as JSON."),
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
 @main.command()
 @click.argument("source")
 @click.option("--kind", type=click.Choice(KINDS), default="dub", show_default=True,
@@ -157,12 +175,7 @@ def main() -> None:
 @click.option("--callback-url", help="URL POSTed the job view when the job ends.")
 @click.option("--max-attempts", type=click.IntRange(1, 10), help="Attempts before failing.")
 @click.option("--idempotency-key", help="Submitting again with the same key returns the same job.")
-@click.option("--wait", is_flag=True, help="Follow the job and download its results at the end.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Where --wait puts the results.")
-@click.option("--poll", type=click.FloatRange(0.1), default=1.0, show_default=True,
-              help="Seconds between status checks with --wait.")
-@click.option("--json", "as_json", is_flag=True, help="Print the server's reply as JSON.")
+@_wait_options("the job", "the server's reply")
 @with_api
 def submit(api: DubfleetApi, source: str, option_pairs: tuple[str, ...], idempotency_key: str,
            wait: bool, output: Path, poll: float, as_json: bool, subtitles: Path | None,
@@ -345,12 +358,7 @@ def read_edits(path: Path) -> list[dict]:
               help='JSON file: {"segments": [{"index": 3, "text": "new line"}, '
                    '{"index": 7, "source_text": "corrected source, translated again"}]}.')
 @click.option("--idempotency-key", help="Sending again with the same key returns the same job.")
-@click.option("--wait", is_flag=True, help="Follow the re-dub and download its results at the end.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Where --wait puts the results.")
-@click.option("--poll", type=click.FloatRange(0.1), default=1.0, show_default=True,
-              help="Seconds between status checks with --wait.")
-@click.option("--json", "as_json", is_flag=True, help="Print the new job's view as JSON.")
+@_wait_options("the re-dub", "the new job's view")
 @with_api
 def redub(api: DubfleetApi, job_id: str, edits_path: Path, idempotency_key: str | None,
           wait: bool, output: Path, poll: float, as_json: bool) -> None:

@@ -51,6 +51,16 @@ class Api:
         assert resp.status_code in (200, 202), resp.text
         return resp.json()
 
+    def download_artifacts(self, view: dict, out: Path) -> dict[str, Path]:
+        """Save every artifact of a job view under `out`: {name: path}."""
+        out.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for art in view["artifacts"]:
+            path = out / art["name"]
+            path.write_bytes(self.get(f"/jobs/{view['job_id']}/artifacts/{art['name']}").content)
+            files[art["name"]] = path
+        return files
+
     def all_jobs(self, **params) -> list[dict]:
         """Every job this key can see, following pagination."""
         views: list[dict] = []

@@ -56,16 +56,6 @@ def _submit_file(api: Api, path: Path, **params) -> str:
     return resp.json()["job_id"]
 
 
-def _artifacts(api: Api, view: dict, out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for art in view["artifacts"]:
-        path = out / art["name"]
-        path.write_bytes(api.get(f"/jobs/{view['job_id']}/artifacts/{art['name']}").content)
-        files[art["name"]] = path
-    return files
-
-
 def _audio_track(path: Path, index: int = 0, rate: int = 16000) -> np.ndarray:
     """Decode one audio track to mono float32 at `rate`."""
     with av.open(str(path)) as container:
@@ -88,7 +78,7 @@ def test_dub_english_video_to_spanish(fleet, sample, tmp_path):
     view = api.wait_status(job_id, {"completed", "failed"}, timeout=600)
     assert view["status"] == "completed", view
     assert view["main_artifact"] == "dubbed_video.mp4" and view["detected_language"] == "en"
-    files = _artifacts(api, view, tmp_path)
+    files = api.download_artifacts(view, tmp_path)
     assert EXPECTED <= set(files)
 
     transcript = json.loads(files["transcript.json"].read_text())
@@ -131,7 +121,7 @@ def test_voice_only_dub_timing_from_decoded_output(fleet, sample, tmp_path):
                           options='{"keep_original": false}')
     view = api.wait_status(job_id, {"completed", "failed"}, timeout=600)
     assert view["status"] == "completed", view
-    files = _artifacts(api, view, tmp_path)
+    files = api.download_artifacts(view, tmp_path)
     report = json.loads(files["dub_report.json"].read_text())
     voice = _audio_track(files["dubbed_video.mp4"], 0)
     onsets = _onsets(voice, 16000)
@@ -195,7 +185,7 @@ def test_silence_completes_with_empty_transcript(fleet, media_dir, tmp_path):
     job_id = _submit_file(api, media_dir / "silence.wav", kind="transcribe", source_language="en")
     view = api.wait_status(job_id, {"completed", "failed"}, timeout=300)
     assert view["status"] == "completed", view
-    files = _artifacts(api, view, tmp_path)
+    files = api.download_artifacts(view, tmp_path)
     assert json.loads(files["transcript.json"].read_text())["segments"] == []
 
 

@@ -61,22 +61,12 @@ def parent(fleet):
     assert resp.status_code == 202, resp.text
     view = api.wait_status(resp.json()["job_id"], {"completed", "failed"}, timeout=900)
     assert view["status"] == "completed", view
-    return view, _artifacts(api, view, root / "parent")
+    return view, api.download_artifacts(view, root / "parent")
 
 
 def _stamp(seconds: float) -> str:
     ms = round(seconds * 1000)
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
-def _artifacts(api: Api, view: dict, out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for art in view["artifacts"]:
-        files[art["name"]] = out / art["name"]
-        files[art["name"]].write_bytes(
-            api.get(f"/jobs/{view['job_id']}/artifacts/{art['name']}").content)
-    return files
 
 
 def _redub(api: Api, parent_id: str, segments: list[dict], out: Path) -> tuple[dict, dict]:
@@ -85,7 +75,7 @@ def _redub(api: Api, parent_id: str, segments: list[dict], out: Path) -> tuple[d
     assert resp.json()["parent_job_id"] == parent_id
     view = api.wait_status(resp.json()["job_id"], {"completed", "failed"}, timeout=600)
     assert view["status"] == "completed", view
-    return view, _artifacts(api, view, out)
+    return view, api.download_artifacts(view, out)
 
 
 def _audio(path: Path) -> np.ndarray:

@@ -71,16 +71,6 @@ def _dub(api: Api, video: Path, subtitles: bytes, name: str, options: dict, **fi
     return api.wait_status(resp.json()["job_id"], {"completed", "failed"}, timeout=300)
 
 
-def _files(api: Api, view: dict, out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for art in view["artifacts"]:
-        files[art["name"]] = out / art["name"]
-        files[art["name"]].write_bytes(
-            api.get(f"/jobs/{view['job_id']}/artifacts/{art['name']}").content)
-    return files
-
-
 def _voice_track(path: Path, rate: int = 16000) -> np.ndarray:
     with av.open(str(path)) as container:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
@@ -106,7 +96,7 @@ def test_target_language_subtitles_are_voiced_at_their_cues(fleet, talk, tmp_pat
     view = _dub(api, video, srt, "talk.es.srt", OPTIONS, source_language="en")
     assert view["status"] == "completed", view
     assert view["subtitles"]["used_as"] == "target" and view["main_artifact"] == "dubbed_video.mp4"
-    files = _files(api, view, tmp_path)
+    files = api.download_artifacts(view, tmp_path)
     assert {"dubbed_video.mp4", "dubbed_audio.m4a", "subtitles.es.srt", "subtitles.es.vtt",
             "transcript.json", "dub_report.json"} <= set(files)
     assert not any(name.startswith("subtitles.en") for name in files)  # nothing was recognised
@@ -141,7 +131,7 @@ def test_source_language_subtitles_are_translated_and_voiced(fleet, talk, tmp_pa
     assert view["status"] == "completed", view
     assert (view["subtitles"]["language"], view["subtitles"]["used_as"]) == ("en", "source")
     assert view["detected_language"] == "en"
-    files = _files(api, view, tmp_path)
+    files = api.download_artifacts(view, tmp_path)
     assert {"subtitles.en.srt", "subtitles.es.srt", "dubbed_video.mp4"} <= set(files)
 
     report = json.loads(files["dub_report.json"].read_text())
