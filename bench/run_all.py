@@ -1,4 +1,4 @@
-"""Run every benchmark (`make bench`): protocol figures, hostile clients, LLM runtimes, then the media pipeline.
+"""Run every benchmark (`make bench`): protocol figures, peers side by side, hostile clients, LLM runtimes, then the media pipeline.
 
 Each runs as its own process (the pipeline bench must pay model loading itself); a failing
 bench does not stop the next one, but makes this script exit non-zero.
@@ -13,6 +13,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 RUNS = (
     ("protocol", [BENCH / "bench_protocol.py", "all"]),
+    ("peers", [BENCH / "bench_peers.py"]),
     ("hostile", [BENCH / "bench_hostile.py", "all"]),
     ("llm", [BENCH / "bench_llm.py", "--out", BENCH / "results" / "llm-runtimes.json"]),
     ("pipeline", [BENCH / "bench_pipeline.py"]),

@@ -7,17 +7,18 @@ from typing import Any, Mapping
 from flask import Flask
 
 from . import config as config_module
-from .callbacks import CallbackSender
 from .database import configure_engine
 from .errors import register_error_handlers
-from .events import DatabaseViews, EventHub
+from .events import DatabaseViews, EventHub, id_epoch
 from .extensions import db
 from .gate import CostlyViews, KeyGate
 from .metrics import Metrics, install_http_timing
 from .notify import AppEvents, ClaimNotifier
+from .pgnotify import replica_bus
 from .policy import QueuePolicy
 from .state import EXTENSION_KEY, CoordinatorState, get_state
 from .storage import open_storage
+from .webhooks import WebhookDispatcher
 from .workers import WorkerRegistry
 
 __version__ = "0.1.0"
@@ -25,39 +26,30 @@ __version__ = "0.1.0"
 logger = logging.getLogger(__name__)
 
 
-def _build_view(app: Flask):
-    """A function that renders a job's view in a fresh app context (for callbacks)."""
-    def build(job_id: str) -> dict[str, Any] | None:
-        from .models import Job
-        from .serializers import job_view
-        with app.app_context():
-            try:
-                job = db.session.get(Job, job_id)
-                return None if job is None else job_view(db.session, job)
-            finally:
-                db.session.remove()
-    return build
+def _job_view(session: Any, job: Any) -> dict[str, Any]:
+    """The job view (a webhook delivery's body)."""
+    from .serializers import job_view
+    return job_view(session, job)
 
 
 def _event_hub(app: Flask) -> EventHub:
     """The live event hub, reading job states from the app's database."""
     return EventHub(DatabaseViews(app, int(app.config["MAX_LIST_LIMIT"])),
                     int(app.config["MAX_EVENT_STREAMS"]),
-                    max_per_key=int(app.config["MAX_EVENT_STREAMS_PER_KEY"]))
+                    max_per_key=int(app.config["MAX_EVENT_STREAMS_PER_KEY"]), first_id=id_epoch())
 
 
 def _init_state(app: Flask) -> CoordinatorState:
     """Create the storage, queue policy, notifier and callback sender."""
     storage = open_storage(app.config)
-    notifier = ClaimNotifier(int(app.config["MAX_CLAIM_WAITERS"]))
+    notifier = ClaimNotifier(int(app.config["MAX_CLAIM_WAITERS"]), float(app.config["CLAIM_RECHECK_SECONDS"]))
     sender = None
     if app.config["CALLBACKS_ENABLED"]:
-        sender = CallbackSender(_build_view(app), float(app.config["CALLBACK_TIMEOUT"]),
-                                allow_private=bool(app.config["ALLOW_PRIVATE_CALLBACKS"]))
+        sender = WebhookDispatcher(app, _job_view)
     metrics = Metrics()
+    events = AppEvents(notifier, sender, metrics.ended, hub=_event_hub(app), bus=replica_bus(app.config))
     state = CoordinatorState(storage=storage, policy=QueuePolicy.from_config(app.config),
-                             notifier=notifier, events=AppEvents(notifier, sender, metrics.ended,
-                                                                 hub=_event_hub(app)),
+                             notifier=notifier, events=events,
                              workers=WorkerRegistry(), callbacks=sender,
                              gate=KeyGate(int(app.config["CLIENT_MAX_INFLIGHT"])),
                              costly=CostlyViews(int(app.config["LIST_CONCURRENCY"])),
@@ -67,14 +59,14 @@ def _init_state(app: Flask) -> CoordinatorState:
 
 
 def _init_database(app: Flask) -> None:
-    """Bind SQLAlchemy, install the engine hooks and create missing tables."""
+    """Bind SQLAlchemy, install the engine hooks and upgrade the schema (AUTO_MIGRATE)."""
     db.init_app(app)
+    from . import migrate, models  # noqa: F401 - register the tables
+    migrate.init_migrations(app)
     with app.app_context():
         configure_engine(db.engine)
-        from . import models  # noqa: F401 - register the tables
-        from .migrate import add_missing_columns
-        db.create_all()
-        add_missing_columns(db.engine, db.metadata)
+        if app.config["AUTO_MIGRATE"]:
+            migrate.upgrade(app)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

@@ -21,7 +21,8 @@ from .models import AuditEvent
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = ("key_created", "key_revoked", "submit", "cancel", "retry", "download", "redub")
+ACTIONS = ("key_created", "key_revoked", "submit", "cancel", "retry", "download", "redub",
+           "summary_edit")
 
 
 @dataclass(frozen=True)

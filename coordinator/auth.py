@@ -7,11 +7,12 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from flask import current_app, g, request, session
+from flask import current_app, g, has_app_context, request, session
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,7 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Key kinds that may sign in to the web app (a worker key never does).
 WEB_KINDS = (KeyKind.CLIENT, KeyKind.ADMIN)
+_KEY_CACHE = "dubfleet_key_cache"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ def revoke_key(session: Session, key_id: int, now: float | None = None) -> bool:
         return False
     row.revoked_at = now or time.time()
     session.commit()
+    if has_app_context():
+        key_cache().forget(key_id)
     return True
 
 
@@ -82,6 +86,59 @@ def _env_principal(presented: str, config: Mapping[str, Any]) -> Principal | Non
     return None
 
 
+class KeyCache:
+    """Keys recently found active, by digest, for `ttl` seconds: most requests then skip the
+    database. A revoked key keeps working here for at most `ttl` seconds (every replica), and at
+    once on the replica that revoked it. Unknown keys are never cached (a new key works at once,
+    and junk keys cannot fill the cache)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic):
+        self.ttl = ttl
+        self._clock = clock
+        self._found: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Principal | None:
+        """The cached principal of `digest`, if it is still fresh."""
+        hit = self._found.get(digest)
+        if hit is None or hit[0] <= self._clock():
+            return None
+        return hit[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        """Remember an active key for `ttl` seconds."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._found) >= self.MAX_ENTRIES:
+                self._found.clear()
+            self._found[digest] = (self._clock() + self.ttl, principal)
+
+    def forget(self, key_id: int | None = None) -> None:
+        """Drop one key's entries (or all): this process honours a revocation at once."""
+        with self._lock:
+            if key_id is None:
+                self._found.clear()
+            else:
+                self._found = {d: hit for d, hit in self._found.items() if hit[1].key_id != key_id}
+
+
+def key_cache(app: Any = None) -> KeyCache:
+    """The app's key cache (KEY_CACHE_SECONDS; created on first use)."""
+    app = app or current_app
+    cache = app.extensions.get(_KEY_CACHE)
+    if cache is None:
+        cache = app.extensions.setdefault(_KEY_CACHE, KeyCache(float(app.config.get("KEY_CACHE_SECONDS", 2.0))))
+    return cache
+
+
+def _cached_key(digest: str) -> Principal | None:
+    """The cached principal (None outside an app context, or on a miss)."""
+    return key_cache().get(digest) if has_app_context() else None
+
+
 def authenticate(session: Session, presented: str | None, config: Mapping[str, Any]) -> Principal:
     """Resolve an API key to a Principal or raise Unauthorized."""
     if not presented:
@@ -90,6 +147,9 @@ def authenticate(session: Session, presented: str | None, config: Mapping[str, A
     if principal is not None:
         return principal
     digest = hash_key(presented)
+    principal = _cached_key(digest)
+    if principal is not None:
+        return principal
     with read_only():
         try:
             row = session.execute(select(ApiKey.id, ApiKey.kind, ApiKey.name, ApiKey.key_hash)
@@ -99,7 +159,10 @@ def authenticate(session: Session, presented: str | None, config: Mapping[str, A
             session.rollback()  # end the read transaction before the view does any I/O
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("unknown or revoked API key")
-    return Principal(key_id=row.id, kind=KeyKind(row.kind), name=row.name)
+    principal = Principal(key_id=row.id, kind=KeyKind(row.kind), name=row.name)
+    if has_app_context():
+        key_cache().put(digest, principal)
+    return principal
 
 
 def _env_fingerprint(config: Mapping[str, Any]) -> str | None:

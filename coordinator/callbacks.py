@@ -1,23 +1,29 @@
-"""Best-effort `callback_url` notifications, sent from a small background pool.
+"""Sending one `callback_url` delivery: the address policy and the guarded, signed POST.
 
 Callbacks go only to public addresses unless `ALLOW_PRIVATE_CALLBACKS` is on: the address is
-checked when the job is submitted (`coordinator.validation`) and again when the callback is sent,
+checked when the job is submitted (`coordinator.validation`) and again on every delivery attempt,
 on the very address connected to (`shared.safehttp`), so a name that has since been pointed at an
 internal address gets nothing. Callbacks never follow redirects and never carry an API key.
+
+What is delivered when, retries and the delivery log live in `coordinator.webhooks`.
 """
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from dataclasses import dataclass
+
+import requests
 
 from shared.netguard import AddressGuard, UnsafeURL
 from shared.safehttp import GuardedSession
+from shared.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign
 
 logger = logging.getLogger(__name__)
 
 CALLBACK_LABEL = "callback_url"
 PRIVATE_HINT = "set ALLOW_PRIVATE_CALLBACKS=1 on the coordinator to allow private addresses"
+MAX_ERROR_CHARS = 500  # of an error message kept in the delivery log
+USER_AGENT = "dubfleet-webhooks/1"
 
 
 def callback_guard(allow_private: bool = False) -> AddressGuard:
@@ -25,38 +31,46 @@ def callback_guard(allow_private: bool = False) -> AddressGuard:
     return AddressGuard(allow_private=allow_private, label=CALLBACK_LABEL, hint=PRIVATE_HINT)
 
 
-class CallbackSender:
-    """POSTs a job view to its callback URL off the request thread; never raises."""
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt went: `ok` on a 2xx; `final` when retrying cannot help (refused URL)."""
 
-    def __init__(self, build_view: Callable[[str], dict[str, Any] | None], timeout: float,
-                 max_workers: int = 4, *, allow_private: bool = False):
-        self.build_view = build_view
-        self.timeout = timeout
-        self.guard = callback_guard(allow_private)
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="callback")
+    ok: bool
+    http_status: int | None = None
+    error: str | None = None
+    final: bool = False
 
-    def __call__(self, job_id: str, url: str) -> None:
-        """Schedule one callback."""
-        try:
-            self._pool.submit(self._send, job_id, url)
-        except RuntimeError:  # pool shut down: the process is exiting
-            logger.warning("callback for job %s dropped: shutting down", job_id)
 
-    def _send(self, job_id: str, url: str) -> None:
-        """Build the view and POST it once, with a short timeout, to a checked address."""
-        try:
-            view = self.build_view(job_id)
-            if view is None:
-                return
-            with GuardedSession(self.guard) as session:
-                response = session.post(url, json=view, timeout=self.timeout,
-                                        allow_redirects=False)
-            logger.info("callback for job %s -> %s: HTTP %s", job_id, url, response.status_code)
-        except UnsafeURL as exc:
-            logger.warning("callback for job %s not sent: %s", job_id, exc)
-        except Exception as exc:  # best effort: a bad callback must never hurt the queue
-            logger.warning("callback for job %s -> %s failed: %s", job_id, url, exc)
+def _headers(delivery_id: str, event: str, body: bytes, secret: str | None) -> dict[str, str]:
+    """The delivery's headers, signed when there is a secret."""
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+               EVENT_HEADER: event, DELIVERY_HEADER: delivery_id}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, body)
+    return headers
 
-    def shutdown(self, wait: bool = False) -> None:
-        """Stop accepting callbacks."""
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+def _short(text: str) -> str:
+    """An error message cut to what the log keeps."""
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
+
+
+def post_delivery(guard: AddressGuard, url: str, delivery_id: str, event: str, body: bytes,
+                  secret: str | None, timeout: float) -> Outcome:
+    """POST `body` once to a checked address (no redirects); never raises."""
+    try:
+        with GuardedSession(guard) as session:
+            # stream=True: the reply's body is never read (it could be endless).
+            response = session.post(url, data=body, timeout=timeout, allow_redirects=False,
+                                    stream=True, headers=_headers(delivery_id, event, body, secret))
+            response.close()
+    except UnsafeURL as exc:
+        return Outcome(False, error=_short(str(exc)), final=True)
+    except requests.RequestException as exc:
+        return Outcome(False, error=_short(f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # a bad receiver must never hurt the coordinator
+        logger.exception("webhook %s -> %s: unexpected error", delivery_id, url)
+        return Outcome(False, error=_short(f"{type(exc).__name__}: {exc}"))
+    if 200 <= response.status_code < 300:
+        return Outcome(True, response.status_code)
+    return Outcome(False, response.status_code, f"HTTP {response.status_code}")

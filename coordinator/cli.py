@@ -34,10 +34,11 @@ def _data_dir_option(command: Callable) -> Callable:
 def _make_app(data_dir: str | None, **extra: Any) -> Flask:
     """Build the app with the CLI's overrides."""
     from . import create_app
+    from .migrate import MigrationError
     overrides = {key: value for key, value in {"DATA_DIR": data_dir, **extra}.items() if value is not None}
     try:
         return create_app(overrides)
-    except ValueError as exc:
+    except (ValueError, MigrationError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -48,6 +49,7 @@ def _with_app(command: Callable) -> Callable:
     def wrapper(data_dir: str | None, **kwargs: Any) -> Any:
         app = _make_app(data_dir)
         with app.app_context():
+            _warn_if_behind(app)
             try:
                 return command(app, **kwargs)
             finally:
@@ -62,6 +64,8 @@ def _with_app(command: Callable) -> Callable:
 def main(log_level: str) -> None:
     """dubfleet coordinator: the job queue server."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level.upper() != "DEBUG":  # Alembic narrates every connection; coordinator.migrate sums up
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -95,15 +99,105 @@ def serve(host: str, port: int, threads: int, connection_limit: int | None,
     app = _make_app(data_dir, THREADS=threads, CONNECTION_LIMIT=connection_limit,
                     CHANNEL_TIMEOUT=channel_timeout, HEADER_TIMEOUT=header_timeout,
                     SHUTDOWN_GRACE_SECONDS=shutdown_grace)
+    _require_current_schema(app)
     max_body = app.config["MAX_UPLOAD_BYTES"] + app.config["MAX_SUBTITLES_BYTES"] + _BODY_SLACK
     settings = serving.ServeSettings.from_app(app, host, port, max_body=max_body)
     reaper = start_reaper(app)
+    from .webhooks import start_webhooks
+    webhooks = start_webhooks(app)
+    background = [reaper] if webhooks is None else [reaper, webhooks]
     click.echo(f"coordinator listening on http://{host}:{port} (data dir {app.config['DATA_DIR']})")
     try:
         from .state import get_state
-        serving.serve(app, settings, background=[reaper], on_drain=get_state(app).events.close)
+        serving.serve(app, settings, background=background, on_drain=get_state(app).events.close)
     finally:
-        reaper.stop()
+        for thread in background:
+            thread.stop()
+
+
+def _warn_if_behind(app: Flask) -> None:
+    """Say so when AUTO_MIGRATE is off and the database is behind this version's schema."""
+    from . import migrate
+    if not app.config["AUTO_MIGRATE"] and not migrate.is_current(app):
+        logger.warning("the database is not at this version's schema (%s): run "
+                       "`coordinator db upgrade`", migrate.head_revision(app))
+
+
+def _require_current_schema(app: Flask) -> None:
+    """Refuse to serve a database that is not at this version's schema (AUTO_MIGRATE off)."""
+    from . import migrate
+    with app.app_context():
+        if not migrate.is_current(app):
+            raise click.ClickException("the database is not at this version's schema: run "
+                                       "`coordinator db upgrade` (or set AUTO_MIGRATE=1)")
+
+
+@main.group("db")
+def database() -> None:
+    """Database schema: upgrade to this version's revision, show it, check the models."""
+
+
+def _schema_command(command: Callable) -> Callable:
+    """Run a `db` subcommand in an app built without upgrading at start; errors exit 1."""
+    @_data_dir_option
+    @functools.wraps(command)
+    def wrapper(data_dir: str | None, **kwargs: Any) -> Any:
+        from .migrate import MigrationError
+        app = _make_app(data_dir, AUTO_MIGRATE=False)
+        with app.app_context():
+            try:
+                return command(app, **kwargs)
+            except MigrationError as exc:
+                raise click.ClickException(exc.message) from exc
+            finally:
+                db.engine.dispose()
+    return wrapper
+
+
+@database.command("upgrade")
+@_schema_command
+def db_upgrade(app: Flask) -> None:
+    """Upgrade the database to this version's schema (what `serve` does at start with AUTO_MIGRATE)."""
+    from . import migrate
+    result = migrate.upgrade(app)
+    if result.legacy_columns:
+        click.echo(f"added columns of older releases: {', '.join(result.legacy_columns)}")
+    if result.before == result.after:
+        click.echo(f"database already at {result.after} (head)")
+    else:
+        click.echo(f"database upgraded from {result.before or 'nothing'} to {result.after} (head)")
+
+
+@database.command("current")
+@_schema_command
+def db_current(app: Flask) -> None:
+    """Print the database's revision; exit 1 when it is behind this version's (head)."""
+    from . import migrate
+    with db.engine.connect() as conn:
+        current = migrate.current_revision(conn)
+    head = migrate.head_revision(app)
+    if current == head:
+        click.echo(f"{current} (head)")
+        return
+    click.echo(f"{current or 'none (not under migrations yet)'}; this version needs {head}: "
+               "run `coordinator db upgrade`")
+    raise click.exceptions.Exit(1)
+
+
+@database.command("check")
+@_schema_command
+def db_check(app: Flask) -> None:
+    """Exit 1 when the models differ from the migrations' head (a model change needs a revision)."""
+    from . import migrate
+    if not migrate.is_current(app):
+        raise click.ClickException("the database is not at head: run `coordinator db upgrade` first")
+    found = migrate.differences(app)
+    for difference in found:
+        click.echo(f"  {difference}")
+    if found:
+        raise click.ClickException(f"{len(found)} difference(s) between the models and the "
+                                   "migrations: add a revision (README \"Database migrations\")")
+    click.echo("the models match the migrations' head")
 
 
 @main.command("create-key")
@@ -129,6 +223,38 @@ def create_key(app: Flask, kind: str, name: str, sign_in_link: bool, public_url:
     click.echo(f"created {kind} key #{row.id} {name!r}; store it now, it cannot be shown again", err=True)
     if sign_in_link:
         click.echo(_sign_in_link(app, row.id, public_url))
+    if KeyKind(kind) in _JOB_KINDS:
+        _echo_webhook_secret(app, row.id)
+
+
+# Keys that own jobs, so their jobs' webhook deliveries are signed with the key's secret.
+_JOB_KINDS = (KeyKind.CLIENT, KeyKind.ADMIN)
+
+
+def _echo_webhook_secret(app: Flask, key_id: int) -> None:
+    """Give the key a fresh webhook signing secret and print it (last line of stdout)."""
+    from .webhook_secrets import rotate
+    secret = rotate(db.session, key_id, str(app.config["SECRET_KEY"]))
+    if secret is None:
+        raise click.ClickException(f"no active key with id {key_id}")
+    click.echo("webhook signing secret (verifies X-Dubfleet-Signature; shown only this once):",
+               err=True)
+    click.echo(secret)
+
+
+@main.command("rotate-webhook-secret")
+@option("--id", "key_id", envvar="DUBFLEET_KEY_ID", required=True, type=int,
+        help="Id of an active client or admin key (see list-keys).")
+@_with_app
+def rotate_webhook_secret(app: Flask, key_id: int) -> None:
+    """Give a key a new webhook signing secret and print it; the old one stops at once."""
+    from . import audit
+    from .models import ApiKey
+    row = db.session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None or KeyKind(row.kind) not in _JOB_KINDS:
+        raise click.ClickException(f"no active client or admin key with id {key_id}")
+    _echo_webhook_secret(app, key_id)
+    audit.record(db.engine, "webhook_secret_rotated", audit.Actor(None, "cli"), detail=f"#{key_id}")
 
 
 def _sign_in_link(app: Flask, key_id: int, public_url: str) -> str:
@@ -165,7 +291,9 @@ def list_keys(app: Flask) -> None:
     for row in db.session.scalars(db.select(ApiKey).order_by(ApiKey.id)):
         state = "revoked" if row.revoked_at else "active"
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.created_at))
-        click.echo(f"{row.id}\t{row.kind}\t{state}\t{row.prefix}…\t{created}\t{row.name}")
+        unsigned = KeyKind(row.kind) in _JOB_KINDS and not row.webhook_secret
+        note = "\t(no webhook secret: rotate-webhook-secret)" if unsigned else ""
+        click.echo(f"{row.id}\t{row.kind}\t{state}\t{row.prefix}…\t{created}\t{row.name}{note}")
 
 
 @main.command("revoke-key")
@@ -191,12 +319,26 @@ def prune(app: Flask, days: float) -> None:
     from . import queries
     from .state import get_state
     from .workers import prune_workers
+    from .retention import forget
     removed = queries.prune(db.session, days * 86400)
+    forget(db.session, removed)  # their lines leave the search index
     storage = get_state(app).storage
     for job_id in removed:
         storage.remove_job(job_id)
     gone = prune_workers(db.session, time.time() - max(days * 86400, 86400))
     click.echo(f"pruned {len(removed)} jobs and {gone} worker sessions")
+
+
+@main.command()
+@_with_app
+def reindex(app: Flask) -> None:
+    """Rebuild the search index from every job's stored transcript.json."""
+    from . import search
+    from .state import get_state
+    limit = int(app.config["MAX_INDEXED_TRANSCRIPT_MB"]) * 1024 * 1024
+    counts = search.reindex(db.session, get_state(app).storage, limit)
+    click.echo(f"indexed {counts['segments']} lines of {counts['jobs']} jobs"
+               + (f" ({counts['failed']} transcripts unreadable, see the log)" if counts["failed"] else ""))
 
 
 def _parse_since(value: str | None) -> float | None:

@@ -10,6 +10,9 @@ MIB = 1024 * 1024
 DEFAULTS: dict[str, Any] = {
     "DATA_DIR": "./data",
     "DATABASE_URL": None,  # None: a SQLite file inside DATA_DIR
+    # Upgrade the database schema at start (README "Database migrations"); off: only
+    # `coordinator db upgrade` does, and `coordinator serve` refuses an outdated database.
+    "AUTO_MIGRATE": True,
     "WORKER_API_KEY": None,
     "ADMIN_API_KEY": None,
     "MAX_UPLOAD_MB": 2048,
@@ -25,8 +28,22 @@ DEFAULTS: dict[str, Any] = {
     "REAPER_INTERVAL": 2.0,
     "THREADS": 32,
     "MAX_CLAIM_WAITERS": None,  # None: THREADS - 4
+    # A long-polling claim re-checks the queue this often even without a wake-up (backoffs end
+    # silently; a wake-up from another replica may be missed).
+    "CLAIM_RECHECK_SECONDS": 1.0,
+    # On PostgreSQL: share wake-ups and job changes with the other replicas (LISTEN/NOTIFY);
+    # off only behind a pooler that cannot LISTEN (pgbouncer in transaction mode).
+    "REPLICA_NOTIFY": True,
     "CALLBACKS_ENABLED": True,
-    "CALLBACK_TIMEOUT": 5.0,
+    "CALLBACK_TIMEOUT": 5.0,  # seconds per webhook delivery attempt
+    # --- webhooks (README "Webhooks") ---
+    # Tries per delivery (then `failed`); the wait after try n is WEBHOOK_BACKOFF_SECONDS *
+    # 2^(n-1), capped at WEBHOOK_BACKOFF_CAP_SECONDS, with jitter.
+    "WEBHOOK_MAX_ATTEMPTS": 6,
+    "WEBHOOK_BACKOFF_SECONDS": 10.0,
+    "WEBHOOK_BACKOFF_CAP_SECONDS": 3600.0,
+    "WEBHOOK_CONCURRENCY": 4,  # deliveries in flight at once per process
+    "WEBHOOK_POLL_SECONDS": 1.0,  # due retries (and other replicas' rows) are looked for this often
     "WORKER_ONLINE_SECONDS": 60.0,
     # --- hardening (see README "Security") ---
     # callback_url may point at loopback/private/link-local addresses only when this is on.
@@ -35,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SOURCE_MB": None,
     # Largest page of GET /jobs (bigger `limit` values are clamped to it).
     "MAX_LIST_LIMIT": 200,
+    # Search (README "Search"): longest query, and largest transcript.json that gets indexed.
+    "MAX_SEARCH_QUERY_CHARS": 256,
+    "MAX_INDEXED_TRANSCRIPT_MB": 32,
     # Requests one client/admin key may have in progress at once (beyond: 429 + Retry-After).
     "CLIENT_MAX_INFLIGHT": 8,
     # Job list pages computed at once in this process (others wait; CPU-heavy views in many
@@ -79,6 +99,11 @@ DEFAULTS: dict[str, Any] = {
     # --- re-dub (README "Correct and re-dub") ---
     "MAX_REDUB_EDITS": 200,  # edited lines one POST /jobs/<id>/redub may carry
     "MAX_REDUB_TEXT_CHARS": 1000,  # characters of one edited line
+    # --- edited summaries (README "Summaries and chapters") ---
+    "MAX_SUMMARY_BYTES": 256 * 1024,  # body of one PUT /jobs/<id>/summary (at most 1 MB)
+    "MAX_SUMMARY_POINTS": 20,  # key points of an edited summary
+    "MAX_SUMMARY_CHAPTERS": 200,  # chapters of an edited summary
+    "MAX_SUMMARY_TEXT_CHARS": 1000,  # characters of its title, a key point or a chapter title
     # --- the web app (README "Web app") ---
     # Signs the session cookie; None: generated once and kept in DATA_DIR/secret_key (0600).
     "SECRET_KEY": None,
@@ -91,6 +116,15 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SECURE_MODE": "auto",
     # Pages fall back to polling every this many seconds when live events are unavailable.
     "WEB_POLL_SECONDS": 5.0,
+    # --- the hot path (README "Performance") ---
+    # An active API key is looked up again after this long (a revoked key works on other
+    # replicas for at most this long; 0: look it up on every request).
+    "KEY_CACHE_SECONDS": 2.0,
+    # GET /health answers its last checks for this long (0: check the database and storage on
+    # every call).
+    "HEALTH_CACHE_SECONDS": 1.0,
+    # Inputs up to this size travel inside the claim reply (no download round trip; 0: never).
+    "INLINE_INPUT_KB": 64,
 }
 
 
@@ -107,6 +141,7 @@ def _to_bool(value: str) -> bool:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "DUBFLEET_DATA_DIR": str,
     "DATABASE_URL": str,
+    "AUTO_MIGRATE": _to_bool,
     "WORKER_API_KEY": str,
     "ADMIN_API_KEY": str,
     "MAX_UPLOAD_MB": int,
@@ -119,12 +154,21 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "REAPER_INTERVAL": float,
     "COORDINATOR_THREADS": int,
     "MAX_CLAIM_WAITERS": int,
+    "CLAIM_RECHECK_SECONDS": float,
+    "REPLICA_NOTIFY": _to_bool,
     "CALLBACKS_ENABLED": _to_bool,
     "CALLBACK_TIMEOUT": float,
+    "WEBHOOK_MAX_ATTEMPTS": int,
+    "WEBHOOK_BACKOFF_SECONDS": float,
+    "WEBHOOK_BACKOFF_CAP_SECONDS": float,
+    "WEBHOOK_CONCURRENCY": int,
+    "WEBHOOK_POLL_SECONDS": float,
     "WORKER_ONLINE_SECONDS": float,
     "ALLOW_PRIVATE_CALLBACKS": _to_bool,
     "MAX_SOURCE_MB": int,
     "MAX_LIST_LIMIT": int,
+    "MAX_SEARCH_QUERY_CHARS": int,
+    "MAX_INDEXED_TRANSCRIPT_MB": int,
     "CLIENT_MAX_INFLIGHT": int,
     "LIST_CONCURRENCY": int,
     "ORPHAN_GRACE_SECONDS": float,
@@ -151,11 +195,18 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "EVENT_STREAM_MAX_SECONDS": float,
     "MAX_REDUB_EDITS": int,
     "MAX_REDUB_TEXT_CHARS": int,
+    "MAX_SUMMARY_BYTES": int,
+    "MAX_SUMMARY_POINTS": int,
+    "MAX_SUMMARY_CHAPTERS": int,
+    "MAX_SUMMARY_TEXT_CHARS": int,
     "SECRET_KEY": str,
     "WEB_SESSION_HOURS": float,
     "SIGN_IN_LINK_MINUTES": float,
     "SESSION_COOKIE_SECURE_MODE": str,
     "WEB_POLL_SECONDS": float,
+    "KEY_CACHE_SECONDS": float,
+    "HEALTH_CACHE_SECONDS": float,
+    "INLINE_INPUT_KB": int,
 }
 
 # Environment variable name -> config key, where they differ.
@@ -213,8 +264,17 @@ def _check(config: dict[str, Any]) -> None:
         "REAPER_INTERVAL": config["REAPER_INTERVAL"] > 0,
         "THREADS": config["THREADS"] >= 1,
         "MAX_CLAIM_WAITERS": config["MAX_CLAIM_WAITERS"] >= 0,
+        "CLAIM_RECHECK_SECONDS": 0 < config["CLAIM_RECHECK_SECONDS"] <= 60,
         "MAX_SOURCE_MB": config["MAX_SOURCE_MB"] > 0,
+        "CALLBACK_TIMEOUT": 0 < config["CALLBACK_TIMEOUT"] <= 300,
+        "WEBHOOK_MAX_ATTEMPTS": 1 <= config["WEBHOOK_MAX_ATTEMPTS"] <= 30,
+        "WEBHOOK_BACKOFF_SECONDS":
+            0 <= config["WEBHOOK_BACKOFF_SECONDS"] <= config["WEBHOOK_BACKOFF_CAP_SECONDS"],
+        "WEBHOOK_CONCURRENCY": 1 <= config["WEBHOOK_CONCURRENCY"] <= 64,
+        "WEBHOOK_POLL_SECONDS": 0 < config["WEBHOOK_POLL_SECONDS"] <= 60,
         "MAX_LIST_LIMIT": config["MAX_LIST_LIMIT"] >= 1,
+        "MAX_SEARCH_QUERY_CHARS": 1 <= config["MAX_SEARCH_QUERY_CHARS"] <= 10_000,
+        "MAX_INDEXED_TRANSCRIPT_MB": config["MAX_INDEXED_TRANSCRIPT_MB"] > 0,
         "CLIENT_MAX_INFLIGHT": config["CLIENT_MAX_INFLIGHT"] >= 1,
         "LIST_CONCURRENCY": config["LIST_CONCURRENCY"] >= 1,
         "ORPHAN_GRACE_SECONDS": config["ORPHAN_GRACE_SECONDS"] >= 0,
@@ -232,10 +292,17 @@ def _check(config: dict[str, Any]) -> None:
         "EVENT_STREAM_MAX_SECONDS": config["EVENT_STREAM_MAX_SECONDS"] > 0,
         "MAX_REDUB_EDITS": 1 <= config["MAX_REDUB_EDITS"] <= 10000,
         "MAX_REDUB_TEXT_CHARS": 1 <= config["MAX_REDUB_TEXT_CHARS"] <= 100000,
+        "MAX_SUMMARY_BYTES": 1024 <= config["MAX_SUMMARY_BYTES"] <= 1024 * 1024,
+        "MAX_SUMMARY_POINTS": 1 <= config["MAX_SUMMARY_POINTS"] <= 1000,
+        "MAX_SUMMARY_CHAPTERS": 1 <= config["MAX_SUMMARY_CHAPTERS"] <= 10000,
+        "MAX_SUMMARY_TEXT_CHARS": 1 <= config["MAX_SUMMARY_TEXT_CHARS"] <= 100000,
         "WEB_SESSION_HOURS": 0 < config["WEB_SESSION_HOURS"] <= 24 * 365,
         "SIGN_IN_LINK_MINUTES": 0 < config["SIGN_IN_LINK_MINUTES"] <= 7 * 24 * 60,
         "SESSION_COOKIE_SECURE_MODE": config["SESSION_COOKIE_SECURE_MODE"] in ("auto", "always", "never"),
         "WEB_POLL_SECONDS": config["WEB_POLL_SECONDS"] >= 1,
+        "KEY_CACHE_SECONDS": 0 <= config["KEY_CACHE_SECONDS"] <= 60,
+        "HEALTH_CACHE_SECONDS": 0 <= config["HEALTH_CACHE_SECONDS"] <= 60,
+        "INLINE_INPUT_KB": 0 <= config["INLINE_INPUT_KB"] <= 1024,
         "SECRET_KEY": config["SECRET_KEY"] is None or len(str(config["SECRET_KEY"])) >= 16,
     }
     if config["STORAGE_URL"]:

@@ -1,4 +1,4 @@
-"""Engine setup: SQLite pragmas and `BEGIN IMMEDIATE`, dialect helpers."""
+"""Engine setup: SQLite pragmas and `BEGIN IMMEDIATE`, dialect helpers, advisory locks."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +6,7 @@ import contextvars
 import logging
 from typing import Iterator
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
@@ -77,3 +77,41 @@ def configure_engine(engine: Engine) -> None:
 def is_postgres(session: Session) -> bool:
     """True when the session's database is PostgreSQL."""
     return session.get_bind().dialect.name == "postgresql"
+
+
+# PostgreSQL advisory locks (two-int form: this namespace, then the task) that let one replica
+# at a time run a periodic task. Advisory locks are per database: one deployment per database.
+LOCK_NAMESPACE = 0x64666C74  # "dflt"
+LOCKS = {"reap": 1, "sweep": 2}
+
+
+@contextlib.contextmanager
+def exclusive(engine: Engine, task: str) -> Iterator[bool]:
+    """Yield True when this process may run `task` now: no other replica is running it.
+
+    On PostgreSQL this holds a session-level advisory lock on a connection of its own for the
+    block (a crashed holder's lock goes with its connection); elsewhere (SQLite: one process)
+    it always yields True.
+    """
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = (LOCK_NAMESPACE, LOCKS[task])
+    with engine.connect() as conn:
+        got = bool(conn.scalar(select(func.pg_try_advisory_lock(*key))))
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                _unlock(conn, key)
+
+
+def _unlock(conn, key: tuple[int, int]) -> None:
+    """Release an advisory lock; if that fails, drop the connection (which releases it)."""
+    try:
+        conn.scalar(select(func.pg_advisory_unlock(*key)))
+        conn.commit()
+    except Exception:
+        logger.exception("could not release advisory lock %s; discarding its connection", key)
+        conn.invalidate()

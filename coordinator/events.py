@@ -7,11 +7,16 @@ events after its cursor that it may see, and gets a fresh snapshot instead when 
 out of the buffer (a slow reader, or a `Last-Event-ID` too old to resume). Nothing polls the
 database per stream. While no stream is open a change is not loaded at all: its id is spent
 unbuffered, so a later resume across it gets a snapshot.
+
+With several coordinator replicas on PostgreSQL, changes committed by the others arrive through
+`pgnotify.ReplicaBus` and are published here the same way; each hub numbers its events from a
+random epoch, so an id from another replica never resumes at the wrong place.
 """
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -51,6 +56,13 @@ class JobEvent:
 
 
 Loaded = tuple[int, dict[str, Any]]  # (owner key id, message data)
+
+
+def id_epoch() -> int:
+    """A random first event id for a process's hub, so that an id another replica (or this
+    process before a restart) gave lies outside this hub's range and gets a snapshot, never a
+    wrong resume. Ids stay below 2**53 (exact in JavaScript)."""
+    return secrets.randbelow(2 ** 20) << 32
 
 
 class ViewSource(Protocol):
@@ -117,7 +129,7 @@ class EventHub:
     """Fan-out of job changes to the open streams, with a bounded buffer for resume."""
 
     def __init__(self, source: ViewSource, max_streams: int, buffer_size: int = BUFFER_SIZE,
-                 max_per_key: int | None = None):
+                 max_per_key: int | None = None, first_id: int = 0):
         self.source = source
         self.max_streams = max_streams
         self.max_per_key = max_streams if max_per_key is None else max_per_key
@@ -125,8 +137,8 @@ class EventHub:
         self._cond = threading.Condition()
         self._load_lock = threading.Lock()
         self._events: deque[JobEvent] = deque(maxlen=buffer_size)
-        self._last_id = 0
-        self._lost_upto = 0  # ids up to this one are not (or no longer) in the buffer
+        self._last_id = first_id
+        self._lost_upto = first_id  # ids up to this one are not (or no longer) in the buffer
         self._streams = 0
         self.closed = False
 
@@ -161,6 +173,13 @@ class EventHub:
                 return
             if loaded is not None:
                 self._append(*loaded)
+
+    def lost(self) -> None:
+        """Changes may have been missed (another replica's feed was cut): every open stream
+        sends a fresh snapshot instead of resuming."""
+        with self._cond:
+            self._skip()
+            self._cond.notify_all()
 
     def _skip(self) -> None:
         """Spend an id without buffering it (caller holds the condition)."""

@@ -109,7 +109,8 @@ def submit(session: Session, new: NewJob, *, owner_key_id: int, job_id: str | No
 def _claim_params(worker: WorkerInfo, policy: QueuePolicy, now: float) -> dict[str, Any]:
     """Bind parameters shared by both claim statements (a fresh lease token each time)."""
     return {"p_now": now, "p_token": secrets.token_urlsafe(24), "p_expires": now + policy.claim_lease_seconds,
-            "p_worker": worker.worker_id, "p_session": worker.session_id or None}
+            "p_worker": worker.worker_id, "p_session": worker.session_id or None,
+            "p_inline_max": policy.inline_input_bytes}
 
 
 def _capability_params(worker: WorkerInfo) -> dict[str, Any]:
@@ -205,15 +206,21 @@ def _commit(session: Session) -> None:
         raise
 
 
-def lease_run(session: Session, job_id: str, token: str | None, allow_completed: bool = False) -> Job:
-    """Check a lease without changing anything; returns the job (its run_number scopes uploads)."""
+def lease_run(session: Session, job_id: str, token: str | None, allow_completed: bool = False) -> sa.Row:
+    """Check a lease without changing anything, in one plain read; returns the job's row (its
+    run_number scopes uploads), or raises LeaseLost."""
+    statuses = [RUNNING, COMPLETED] if allow_completed else [RUNNING]
     with read_only():
         try:
-            job = _locked_lease(session, job_id, token, allow_completed)
-            session.expunge(job)
+            row = None
+            if token:
+                row = session.execute(statements.leased_job(),
+                                      {"p_id": job_id, "p_token": token, "p_statuses": statuses}).first()
+            if row is None:
+                raise _refusal(session, job_id, token)
         finally:
             session.rollback()
-    return job
+    return row
 
 
 def confirm(session: Session, job_id: str, token: str | None, now: float | None = None) -> None:
@@ -293,13 +300,49 @@ class Upload:
     path: str | None = None  # the file the row points to now
 
 
-def _artifact_row(session: Session, job_id: str, run: int, name: str) -> Artifact | None:
-    """The artifact row (job, run, name), if any."""
-    return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.attempt == run,
-                                                 Artifact.name == name))
+_ART = Artifact.__table__.c
 
 
-def artifact_info(row: Artifact) -> ArtifactInfo:
+def _artifact_row(session: Session, job_id: str, run: int, name: str) -> sa.Row | None:
+    """The artifact row (job, run, name), if any (a plain row: no ORM loading on the hot path)."""
+    return session.execute(sa.select(Artifact.__table__).where(
+        _ART.job_id == job_id, _ART.attempt == run, _ART.name == name)).first()
+
+
+def _locked_lease_row(session: Session, job_id: str, token: str | None) -> sa.Row:
+    """Like `_locked_lease(allow_completed=True)`, as a plain row."""
+    row = None
+    if token:
+        row = session.execute(statements.leased_job().with_for_update(),
+                              {"p_id": job_id, "p_token": token, "p_statuses": [RUNNING, COMPLETED]}).first()
+    if row is None:
+        raise _refusal(session, job_id, token)
+    return row
+
+
+def _store_artifact(session: Session, row: sa.Row | None, info: ArtifactInfo, job_id: str, path: str,
+                    now: float) -> None:
+    """Insert the artifact row, or point the existing one at the new file."""
+    values = {"path": path, "size": info.size, "sha256": info.sha256, "content_type": info.content_type,
+              "created_at": now}
+    if row is None:
+        session.execute(sa.insert(Artifact.__table__).values(job_id=job_id, attempt=info.attempt,
+                                                            name=info.name, **values))
+    else:
+        session.execute(sa.update(Artifact.__table__).where(_ART.id == row.id).values(**values))
+
+
+def _completed_values(main_artifact: str, detected_language: str | None, now: float) -> dict[str, Any]:
+    """The columns `_complete` sets, for a Core UPDATE."""
+    values: dict[str, Any] = {"status": COMPLETED, "lease_expires_at": None, "updated_at": now,
+                              "eta_seconds": None, "finished_at": now, "main_artifact": main_artifact,
+                              "progress": 100.0, "stage": None, "error": None}
+    if detected_language:
+        values["detected_language"] = detected_language
+    return values
+
+
+def artifact_info(row: Any) -> ArtifactInfo:
     """The wire form of an artifact row."""
     return ArtifactInfo(name=row.name, size=row.size, sha256=row.sha256, content_type=row.content_type,
                         attempt=row.attempt)
@@ -330,35 +373,37 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
     already has these bytes. A job whose cancel was requested ends `cancelled` instead.
     """
     now = _now(now)
-    job = _locked_lease(session, job_id, token, allow_completed=True)
+    job = _locked_lease_row(session, job_id, token)
     if job.status == COMPLETED:
         return _repeat_upload(session, job, info)
     if info.attempt != job.run_number:
         session.rollback()
         raise LeaseLost("the upload belongs to an earlier run of this job")
     if job.cancel_requested:
-        raise _cancel_instead(session, job, f"upload of {info.name}", events, now)
-    row = _artifact_row(session, job_id, info.attempt, info.name)
-    replaced, repeated = None, row is not None and row.sha256 == info.sha256
-    if row is None:
-        row = Artifact(job_id=job_id, attempt=info.attempt, name=info.name)
-        session.add(row)
-    if not repeated:
-        replaced = row.path
-        row.path = publish()
-    row.size, row.sha256, row.content_type, row.created_at = info.size, info.sha256, info.content_type, now
-    job.updated_at = now
-    job.confirmed_at = job.confirmed_at or now
+        locked = _locked_lease(session, job_id, token)
+        raise _cancel_instead(session, locked, f"upload of {info.name}", events, now)
+    values: dict[str, Any] = {"updated_at": now, "confirmed_at": job.confirmed_at or now}
     if final:
-        _complete(job, info.name, detected_language, now)
-    callback_url, status, stored, worker = job.callback_url, job.status, artifact_info(row), job.worker_id
-    kind, path = job.kind, row.path
-    _commit(session)
+        values.update(_completed_values(info.name, detected_language, now))
+    try:
+        row = _artifact_row(session, job_id, info.attempt, info.name)
+        repeated = row is not None and row.sha256 == info.sha256
+        path, replaced = (row.path if row is not None else None), None
+        if not repeated:
+            replaced, path = path, publish()
+        _store_artifact(session, row, info, job_id, path, now)
+        session.execute(sa.update(Job.__table__).where(Job.__table__.c.id == job_id).values(**values))
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    stored = ArtifactInfo(name=info.name, size=info.size, sha256=info.sha256, content_type=info.content_type,
+                          attempt=info.attempt)
     if final:
-        logger.info("job %s: completed by %s with %s", job_id, worker, info.name)
+        logger.info("job %s: completed by %s with %s", job_id, job.worker_id, info.name)
         _events(events).job_changed(job_id)
-        _events(events).job_finished(job_id, callback_url, COMPLETED, kind)
-    return Upload(status, stored, replaced, repeated, path)
+        _events(events).job_finished(job_id, job.callback_url, COMPLETED, job.kind)
+    return Upload(COMPLETED if final else job.status, stored, replaced, repeated, path)
 
 
 def _complete(job: Job, main_artifact: str, detected_language: str | None, now: float) -> None:

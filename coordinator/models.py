@@ -1,5 +1,5 @@
-"""Database tables: jobs, their artifacts, API keys, worker sessions and sign-in links (times:
-epoch seconds)."""
+"""Database tables: jobs, their artifacts, API keys, worker sessions, sign-in links and webhook
+deliveries (times: epoch seconds)."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -100,6 +100,9 @@ class ApiKey(db.Model):
     prefix: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[float] = mapped_column(sa.Float)
     revoked_at: Mapped[Optional[float]] = mapped_column(sa.Float)
+    # The webhook signing secret, sealed with a key derived from SECRET_KEY
+    # (coordinator.webhook_secrets); null: deliveries for this key's jobs go unsigned.
+    webhook_secret: Mapped[Optional[str]] = mapped_column(sa.Text)
 
 
 class Worker(db.Model):
@@ -143,3 +146,35 @@ class SignInToken(db.Model):
     created_at: Mapped[float] = mapped_column(sa.Float)
     expires_at: Mapped[float] = mapped_column(sa.Float, index=True)
     used_at: Mapped[Optional[float]] = mapped_column(sa.Float)
+
+
+class WebhookDelivery(db.Model):
+    """One `callback_url` delivery of one terminal state of a job, and how it went.
+
+    Unique per (job, event, finished_at): a terminal state is delivered once, and a retried job
+    that ends again is a new occurrence (a new finished_at).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "event", "finished_at", name="uq_webhook_occurrence"),
+        sa.Index("ix_webhook_due", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_job", "job_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.String(32))
+    owner_key_id: Mapped[int] = mapped_column(sa.Integer)
+    event: Mapped[str] = mapped_column(sa.String(32))  # job.completed | job.failed | job.cancelled
+    finished_at: Mapped[float] = mapped_column(sa.Float)
+    url: Mapped[str] = mapped_column(sa.Text)
+    payload: Mapped[str] = mapped_column(sa.Text)  # the signed body (the job view, as sent)
+    status: Mapped[str] = mapped_column(sa.String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    next_attempt_at: Mapped[Optional[float]] = mapped_column(sa.Float)
+    signed: Mapped[Optional[bool]] = mapped_column(sa.Boolean)
+    last_http_status: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    last_error: Mapped[Optional[str]] = mapped_column(sa.Text)
+    created_at: Mapped[float] = mapped_column(sa.Float)
+    updated_at: Mapped[float] = mapped_column(sa.Float)
+    delivered_at: Mapped[Optional[float]] = mapped_column(sa.Float)

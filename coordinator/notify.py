@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from .events import EventHub
+    from .pgnotify import ReplicaBus
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Waiters retry at least this often even without a wake-up: backoffs expire and other
-# coordinator processes may requeue jobs.
+# Waiters retry at least this often even without a wake-up (CLAIM_RECHECK_SECONDS): backoffs
+# expire without an event, and a wake-up from another replica may have been missed.
 POLL_SECONDS = 1.0
 
 
@@ -48,8 +49,9 @@ class NullEvents:
 class ClaimNotifier:
     """A condition variable with a generation counter, and a cap on concurrent waiters."""
 
-    def __init__(self, max_waiters: int):
+    def __init__(self, max_waiters: int, recheck: float = POLL_SECONDS):
         self.max_waiters = max_waiters
+        self.recheck = recheck
         self._cond = threading.Condition()
         self._generation = 0
         self._waiters = 0
@@ -89,7 +91,7 @@ class ClaimNotifier:
                     self._waiters -= 1
 
     def wait_for(self, attempt: Callable[[], T | None], seconds: float) -> T | None:
-        """Call `attempt` now and after every wake-up (or POLL_SECONDS) until it returns a value."""
+        """Call `attempt` now and after every wake-up (or `recheck` seconds) until it returns a value."""
         deadline = time.monotonic() + seconds
         while True:
             with self._cond:
@@ -100,20 +102,39 @@ class ClaimNotifier:
                 return result
             with self._cond:
                 if self._generation == generation:
-                    self._cond.wait(min(POLL_SECONDS, remaining))
+                    self._cond.wait(min(self.recheck, remaining))
 
 
 class AppEvents:
     """Production events: wake claim waiters, count finished jobs, send completion callbacks,
-    feed the live event streams."""
+    feed the live event streams, and (on PostgreSQL) tell the other replicas.
 
-    def __init__(self, notifier: ClaimNotifier, send_callback: Callable[[str, str], None] | None,
+    `job_finished` stays local: only the process that committed a job's terminal transition
+    hears it, and it records the ending's webhook delivery once (a unique row).
+    """
+
+    def __init__(self, notifier: ClaimNotifier,
+                 send_callback: Callable[[str, str, str], None] | None,
                  on_finished: Callable[[str, str, str], None] | None = None,
-                 hub: EventHub | None = None):
+                 hub: EventHub | None = None, bus: ReplicaBus | None = None):
         self.notifier = notifier
         self.send_callback = send_callback
         self.on_finished = on_finished
         self.hub = hub
+        self.bus = bus
+        if bus is not None:
+            bus.attach(notifier.notify, self._publish, self._missed)
+
+    def start(self) -> None:
+        """Serving: start sharing announcements with the other replicas (when there is a bus)."""
+        if self.bus is not None:
+            self.bus.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stopped serving: flush and stop the replica bus, waiting up to `timeout` seconds."""
+        if self.bus is not None:
+            self.bus.stop()
+            self.bus.join(timeout)
 
     def close(self) -> None:
         """Shutting down: end the long polls and the event streams."""
@@ -121,18 +142,33 @@ class AppEvents:
         if self.hub is not None:
             self.hub.close()
 
-    def job_changed(self, job_id: str) -> None:
-        """Send the job's new state to the event streams."""
+    def _publish(self, job_id: str) -> None:
+        """Send a job's new state to this process's event streams."""
         if self.hub is not None:
             self.hub.publish(job_id)
 
-    def job_available(self) -> None:
-        """Wake the long-polling claims."""
+    def _missed(self) -> None:
+        """Announcements from other replicas may have been lost: wake everyone, resnapshot."""
         self.notifier.notify()
+        if self.hub is not None:
+            self.hub.lost()
+
+    def job_changed(self, job_id: str) -> None:
+        """Send the job's new state to the event streams, here and on the other replicas."""
+        self._publish(job_id)
+        if self.bus is not None:
+            self.bus.announce_changed(job_id)
+
+    def job_available(self) -> None:
+        """Wake the long-polling claims, here and on the other replicas."""
+        self.notifier.notify()
+        if self.bus is not None:
+            self.bus.announce_available()
 
     def job_finished(self, job_id: str, callback_url: str | None, status: str, kind: str) -> None:
-        """Count the ending (metrics) and queue the job's callback, if it has one."""
+        """Count the ending (metrics) and record the job's webhook delivery, if it has a
+        callback_url (coordinator.webhooks sends it)."""
         if self.on_finished is not None:
             self.on_finished(job_id, status, kind)
         if callback_url and self.send_callback is not None:
-            self.send_callback(job_id, callback_url)
+            self.send_callback(job_id, callback_url, status)

@@ -144,9 +144,10 @@ def _parameters(rule_args: Sequence[str], operation: Operation) -> list[dict[str
     params = [{"name": name, "in": "path", "required": True,
                "schema": schemas.JOB_ID if name == "job_id" else schemas.LABEL}
               for name in rule_args]
-    query = schemas.QUERIES[operation.query]["properties"] if operation.query else {}
+    component = schemas.QUERIES[operation.query] if operation.query else {}
+    query, required = component.get("properties", {}), component.get("required", ())
     for name, schema in query.items():
-        param = {"name": name, "in": "query", "required": False, "schema": schema}
+        param = {"name": name, "in": "query", "required": name in required, "schema": schema}
         if schema.get("type") == "array":  # one comma separated value
             param.update(style="form", explode=False)
         if "description" in schema:

@@ -15,13 +15,16 @@ class QueuePolicy:
     backoff_base: float = 10.0
     backoff_cap: float = 600.0
     start_lease_seconds: float = 30.0
+    # Inputs up to this size travel inside the claim reply (-1: none); such a claim counts as
+    # started at once, since no download call will confirm it.
+    inline_input_bytes: int = -1
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "QueuePolicy":
         """Build from the app config."""
         return cls(float(config["LEASE_SECONDS"]), int(config["MAX_ATTEMPTS"]),
                    float(config["RETRY_BACKOFF_SECONDS"]), float(config["RETRY_BACKOFF_CAP_SECONDS"]),
-                   float(config.get("START_LEASE_SECONDS", 30.0)))
+                   float(config.get("START_LEASE_SECONDS", 30.0)), _inline_bytes(config))
 
     @property
     def claim_lease_seconds(self) -> float:
@@ -38,3 +41,11 @@ class QueuePolicy:
         rand = random.random() if rand is None else rand
         exponent = min(max(attempt - 1, 0), 30)
         return min(self.backoff_cap, self.backoff_base * (2 ** exponent) * (0.5 + 0.5 * rand))
+
+
+def _inline_bytes(config: Mapping[str, Any]) -> int:
+    """INLINE_INPUT_KB in bytes; -1 when off or when inputs live in object storage (workers
+    fetch those from presigned URLs)."""
+    kib = int(config.get("INLINE_INPUT_KB", 0) or 0)
+    direct = str(config.get("STORAGE_URL") or "").lower().startswith("s3://")
+    return -1 if kib <= 0 or direct else kib * 1024

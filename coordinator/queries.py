@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from . import statements
 from .models import Artifact, Job
 from .jobs import COMPLETED, FAILED, QUEUED, RUNNING, TERMINAL
 
@@ -25,9 +26,29 @@ def _claim_order() -> list[Any]:
     return [Job.priority.desc(), Job.created_at, Job.id]
 
 
-def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
-    """1-based places in claim order of the queued jobs among `jobs`, in one windowed query."""
-    ids = [job.id for job in jobs if job.status == QUEUED]
+def job_row(session: Session, job_id: str) -> sa.Row | None:
+    """One job as a plain row (attribute access like a Job, without the ORM's loading cost)."""
+    return session.execute(_JOB_BY_ID, {"p_id": job_id}).first()
+
+
+_JOB_BY_ID = sa.select(Job.__table__).where(Job.__table__.c.id == sa.bindparam("p_id"))
+
+
+def _position_by_count(session: Session, job: Any) -> int:
+    """1-based place of one queued job: the queued jobs ahead of it in claim order, counted on
+    the claim index (cheaper than ranking the whole queue for one job)."""
+    ahead = session.scalar(statements.jobs_ahead(), {"p_priority": job.priority, "p_created": job.created_at,
+                                                     "p_id": job.id})
+    return int(ahead or 0) + 1
+
+
+def queue_positions(session: Session, jobs: Sequence[Any]) -> dict[str, int]:
+    """1-based places in claim order of the queued jobs among `jobs`, in one windowed query
+    (one count for a single job)."""
+    queued = [job for job in jobs if job.status == QUEUED]
+    if len(queued) == 1:
+        return {queued[0].id: _position_by_count(session, queued[0])}
+    ids = [job.id for job in queued]
     if not ids:
         return {}
     ranked = (select(Job.id.label("id"), func.row_number().over(order_by=_claim_order()).label("pos"))
@@ -36,12 +57,12 @@ def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
     return {job_id: int(pos) for job_id, pos in rows}
 
 
-def queue_position(session: Session, job: Job) -> int | None:
+def queue_position(session: Session, job: Any) -> int | None:
     """1-based place of a queued job in claim order (ignoring capabilities); None otherwise."""
     return queue_positions(session, [job]).get(job.id)
 
 
-def visible_artifacts_of(session: Session, jobs: Sequence[Job]) -> dict[str, list[Artifact]]:
+def visible_artifacts_of(session: Session, jobs: Sequence[Any]) -> dict[str, list[Artifact]]:
     """The artifacts clients see for each of `jobs` (those of its current or completed run)."""
     runs = {job.id: job.run_number for job in jobs if job.status != QUEUED and job.run_number}
     if not runs:

@@ -1,14 +1,21 @@
-"""The background thread that rescues jobs whose leases expired and sweeps orphaned files."""
+"""The background thread that rescues jobs whose leases expired and sweeps orphaned files.
+
+Every coordinator process runs one. With several replicas on PostgreSQL each pass first takes
+its task's advisory lock (`database.exclusive`) and is skipped when another replica holds it,
+so a sweep never runs twice at once. (A reap pass is safe even without it: its UPDATEs move
+only rows still running with an expired lease, so a row moved by one replica is not moved, or
+announced, again by another.)
+"""
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from flask import Flask
 
-import time
-
 from . import jobs, retention
+from .database import exclusive
 from .extensions import db
 from .state import get_state
 from .sweeper import SweepReport, make_sweeper
@@ -30,8 +37,12 @@ class Reaper(threading.Thread):
         self._stop_event = threading.Event()
 
     def sweep_once(self) -> SweepReport:
-        """One housekeeping pass: retention, then the orphan sweep."""
-        with self.app.app_context():
+        """One housekeeping pass: retention, then the orphan sweep (skipped while another
+        replica runs its own)."""
+        with self.app.app_context(), exclusive(db.engine, "sweep") as mine:
+            if not mine:
+                logger.debug("sweep skipped: another replica is sweeping")
+                return SweepReport()
             try:
                 if self.retention.active:
                     retention.apply(db.session, get_state(self.app).storage, self.retention)
@@ -46,8 +57,10 @@ class Reaper(threading.Thread):
             self.sweep_once()
 
     def run_once(self) -> dict[str, int]:
-        """One pass over expired leases."""
-        with self.app.app_context():
+        """One pass over expired leases (skipped while another replica runs its own)."""
+        with self.app.app_context(), exclusive(db.engine, "reap") as mine:
+            if not mine:
+                return dict.fromkeys(("requeued", "failed", "cancelled", "unstarted"), 0)
             try:
                 state = get_state(self.app)
                 counts = jobs.reap(db.session, events=state.events)

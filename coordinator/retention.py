@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.protocol import JobKind
 
-from . import queries
+from . import queries, search
 from .storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,16 @@ def apply(session: Session, storage: Storage, policy: RetentionPolicy,
     if policy.default_days:
         removed += queries.prune(session, policy.default_days * DAY, now=now,
                                  exclude_kinds=list(policy.by_kind))
+    forget(session, removed)
     for job_id in removed:
         storage.remove_job(job_id)
     if removed:
         logger.info("retention: removed %d finished jobs and their files", len(removed))
     return removed
+
+
+def forget(session: Session, job_ids: list[str]) -> None:
+    """Drop deleted jobs' transcript lines from the search index."""
+    if job_ids:
+        search.remove_jobs(session, job_ids)
+        session.commit()

@@ -17,7 +17,7 @@ from shared.protocol import (JOB_EVENT_FIELDS, MAX_CLAIM_WAIT_SECONDS, ArtifactI
                              FailReport, Heartbeat, HeartbeatReply, JobKind, JobStatus, SlotRequest,
                              Stage, UploadSlot, WorkerInfo)
 
-from . import direct, validation as v
+from . import direct, search_query as sq, validation as v
 from .storage import _JOB_ID_RE  # the ids every view accepts (storage.is_job_id)
 
 Schema = dict[str, Any]
@@ -177,6 +177,16 @@ LIST_QUERY: Schema = {"type": "object", "properties": {
     "offset": {**_range(*v.OFFSET_RANGE), "default": 0},
 }}
 
+SEARCH_QUERY: Schema = {"type": "object", "required": ["q"], "properties": {
+    "q": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": sq.QUERY_PATTERN,
+          "description": "words (all must match), \"a phrase\", `or`, -excluded; at most "
+                         "MAX_SEARCH_QUERY_CHARS characters (default 256)"},
+    "limit": {**_range(*v.LIMIT_RANGE), "default": 20, "description": "clamped to MAX_LIST_LIMIT"},
+    "offset": {**_range(*v.OFFSET_RANGE), "default": 0},
+    "language": _or_blank({"type": "string", "pattern": sq.LANGUAGE_PATTERN}),
+    "kind": _or_blank(enum_of(["source", "translation"])),
+}}
+
 # Sent as one comma separated value (`?kinds=dub,echo`): blanks around items are dropped.
 _CSV_LABELS: Schema = {"type": "array", "maxItems": v.MAX_WORKER_LIST,
                        "items": {**PRINTABLE, "maxLength": v.MAX_LABEL_CHARS}}
@@ -245,6 +255,22 @@ REDUB_REQUEST: Schema = {
                    "additionalProperties": False,
                    "properties": {"index": _REDUB_LINE, "source_text": _REDUB_TEXT}}]}}}}
 
+# An edited summary (PUT /jobs/<id>/summary; shared.summary): limits are the MAX_SUMMARY_* defaults.
+_SUMMARY_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": r"\S"}
+_SECONDS: Schema = {"type": "number", "minimum": 0, "exclusiveMaximum": 10_000_000}
+_KEY_POINT: Schema = {"type": "object", "required": ["text"], "properties": {
+    "text": _SUMMARY_TEXT, "start": _SECONDS, "end": _SECONDS}}
+_CHAPTER: Schema = {"type": "object", "required": ["start", "end", "title"], "properties": {
+    "start": _SECONDS, "end": _SECONDS, "title": _SUMMARY_TEXT}}
+SUMMARY_EDIT: Schema = {
+    "type": "object", "required": ["title", "key_points", "chapters"],
+    "description": "the corrected summary (other fields of summary.json are ignored); chapters "
+                   "in order, none starting before the previous one ends",
+    "properties": {"title": _SUMMARY_TEXT,
+                   "key_points": {"type": "array", "maxItems": 20, "items": _KEY_POINT},
+                   "chapters": {"type": "array", "maxItems": 200, "items": _CHAPTER},
+                   "language": {"type": "string", "maxLength": 16}}}
+
 # --- replies (coordinator.serializers) -----------------------------------------------------------
 
 
@@ -282,6 +308,17 @@ JOB_VIEW = _reply(
     **_TIMES, **{f"{name}_iso": nullable(ISO_TIME) for name in _TIMES},
     artifacts={"type": "array", "items": ref("ArtifactView")}, links=ref("Links"),
     waiting_for={**_STR_OR_NULL, "description": "what a queued job nobody can run needs"})
+SEARCH_HIT = _reply(
+    "a transcript line that matches", job_id=JOB_ID, input_name={"type": "string"},
+    segment_index={"type": "integer"}, start={"type": "number"}, end={"type": "number"},
+    language={"type": "string"}, kind=enum_of(["source", "translation"]),
+    snippet={"type": "string", "description": "plain text around the match (never HTML)"},
+    highlights={"type": "array", "description": "[start, end) character offsets in `snippet`",
+                "items": {"type": "array", "items": {"type": "integer"}}})
+SEARCH_REPLY = _reply("a page of search results, best first", q={"type": "string"},
+                      results={"type": "array", "items": ref("SearchHit")},
+                      total={"type": "integer"}, limit={"type": "integer"},
+                      offset={"type": "integer"})
 JOB_LIST = _reply("a page of jobs, newest first", jobs={"type": "array", "items": ref("JobView")},
                   total={"type": "integer"}, limit={"type": "integer"}, offset={"type": "integer"})
 SUBMIT_REPLY = _reply("a queued (202) or an idempotent repeat's (200) job", job_id=JOB_ID,
@@ -303,6 +340,29 @@ UPLOAD_REPLY = _reply("the stored artifact", artifact=ref("ArtifactInfo"),
                       status=enum_of(JobStatus),
                       repeated={"type": "boolean", "description": "the same upload again: "
                                                                   "nothing was stored"})
+_NUMBER: Schema = {"type": "number"}
+SUMMARY_REPLY = _reply(
+    "the stored edit (`summary.edited.json`) and the artifacts written",
+    summary=_reply("a summary as in summary.json", version={"type": "integer"},
+                   title={"type": "string"}, language={"type": "string"}, duration=_NUMBER,
+                   method={"type": "string", "enum": ["extractive", "abstractive", "edited"]},
+                   key_points={"type": "array", "items": _reply(
+                       "a key point", text={"type": "string"}, start=_NUMBER, end=_NUMBER)},
+                   chapters={"type": "array", "items": _reply(
+                       "a chapter", start=_NUMBER, end=_NUMBER, title={"type": "string"})},
+                   notes={"type": "array", "items": {"type": "string"}}),
+    artifacts={"type": "array", "items": {"type": "string"}})
+DELIVERY_VIEW = _reply(
+    "one webhook delivery of a terminal state (README \"Webhooks\")",
+    id={"type": "string", "description": "sent as X-Dubfleet-Delivery"},
+    event=enum_of(["job.completed", "job.failed", "job.cancelled"]), url={"type": "string"},
+    status=enum_of(["pending", "delivered", "failed"]), attempts={"type": "integer", "minimum": 0},
+    signed={**nullable({"type": "boolean"}), "description": "null until the first attempt"},
+    last_http_status=_INT_OR_NULL, last_error=_STR_OR_NULL,
+    next_attempt_at={**nullable(EPOCH), "description": "when pending: the next try"},
+    created_at=EPOCH, updated_at=EPOCH, delivered_at=nullable(EPOCH))
+DELIVERY_LIST = _reply("the job's webhook deliveries, oldest first",
+                       job_id=JOB_ID, deliveries={"type": "array", "items": ref("DeliveryView")})
 JOB_EVENT = _reply("a live update's data: the job's state now (`progress` is 0..1 here)",
                    id=JOB_ID, progress={"type": "number", "minimum": 0, "maximum": 1},
                    **{name: JOB_VIEW["properties"][name] for name in JOB_EVENT_FIELDS})
@@ -333,8 +393,12 @@ COMPONENTS: dict[str, Schema] = {
     "JobStatusReply": JOB_STATUS, "ArtifactInfo": ARTIFACT_INFO, "UploadReply": UPLOAD_REPLY,
     "SlotRequest": SLOT_REQUEST, "UploadSlot": UPLOAD_SLOT, "RedubRequest": REDUB_REQUEST,
     "JobEvent": JOB_EVENT, "JobEventMessage": JOB_EVENT_MESSAGE,
+    "SearchHit": SEARCH_HIT, "SearchReply": SEARCH_REPLY,
+    "SummaryEdit": SUMMARY_EDIT, "SummaryReply": SUMMARY_REPLY,
+    "DeliveryView": DELIVERY_VIEW, "DeliveryList": DELIVERY_LIST,
 }
 
 # Objects whose properties are an operation's query parameters (coordinator.openapi expands them).
 QUERIES: dict[str, Schema] = {"SubmitQuery": SUBMIT_QUERY, "ListQuery": LIST_QUERY,
-                              "NextQuery": NEXT_QUERY, "UploadQuery": UPLOAD_QUERY}
+                              "NextQuery": NEXT_QUERY, "UploadQuery": UPLOAD_QUERY,
+                              "SearchQuery": SEARCH_QUERY}

@@ -109,7 +109,7 @@ def submit_reply(session: Session, job: Job) -> dict[str, Any]:
 
 
 def claimed_job(row: Mapping[str, Any], lease_token: str, lease_expires_at: float,
-                policy: QueuePolicy) -> ClaimedJob:
+                policy: QueuePolicy, input_inline: str | None = None) -> ClaimedJob:
     """The ClaimedJob handed to the worker that won the claim."""
     return ClaimedJob(
         job_id=row["id"], kind=row["kind"], lease_token=lease_token,
@@ -121,5 +121,5 @@ def claimed_job(row: Mapping[str, Any], lease_token: str, lease_expires_at: floa
         source_url=row["source_url"], asr_model=row["asr_model"],
         max_source_bytes=int(current_app.config["MAX_SOURCE_BYTES"]) if row["source_url"] else None,
         subtitles_size=row["subtitles_size"], subtitles_sha256=row["subtitles_sha256"],
-        **claim_fields(get_state().storage, row),
+        input_inline=input_inline, **claim_fields(get_state().storage, row),
     )

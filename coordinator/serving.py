@@ -377,12 +377,21 @@ def _stop_callbacks(app: Flask, timeout: float) -> None:
         sender.shutdown(wait=False)
 
 
+def _queue_events(app: Flask, call: Callable[[Any], None]) -> None:
+    """Call `call` with the coordinator's queue events (skipped for a plain app: benchmarks)."""
+    from .state import EXTENSION_KEY
+    state = app.extensions.get(EXTENSION_KEY)
+    if state is not None:
+        call(state.events)
+
+
 def stop_background(app: Flask, background: Sequence[Stoppable]) -> None:
     """Stop the background threads (the reaper), then the callback sender."""
     for thread in background:
         thread.stop()
     for thread in background:
         thread.join(BACKGROUND_STOP_SECONDS)
+    _queue_events(app, lambda events: events.stop(BACKGROUND_STOP_SECONDS))  # flush the replica bus
     _stop_callbacks(app, BACKGROUND_STOP_SECONDS)
 
 
@@ -393,6 +402,7 @@ def serve(app: Flask, settings: ServeSettings, background: Sequence[Stoppable] =
     socket_map: dict = {}
     servers = create_servers(app, settings, drain, socket_map)
     previous = install_signal_handlers(drain)
+    _queue_events(app, lambda events: events.start())  # PostgreSQL: share wake-ups with replicas
     try:
         return run_loop(servers, drain, settings.shutdown_grace, socket_map, on_drain)
     finally:

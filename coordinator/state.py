@@ -6,11 +6,11 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from .callbacks import CallbackSender
 from .gate import CostlyViews, KeyGate
 from .metrics import Metrics
 from .notify import AppEvents, ClaimNotifier
 from .policy import QueuePolicy
+from .webhooks import WebhookDispatcher
 from .workers import WorkerRegistry
 
 EXTENSION_KEY = "dubfleet"
@@ -25,7 +25,7 @@ class CoordinatorState:
     notifier: ClaimNotifier
     events: AppEvents
     workers: WorkerRegistry
-    callbacks: CallbackSender | None
+    callbacks: WebhookDispatcher | None  # records webhook deliveries (coordinator.webhooks)
     gate: KeyGate
     costly: CostlyViews
     metrics: Metrics

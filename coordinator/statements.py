@@ -18,7 +18,12 @@ _CLAIM_SET = {
     "attempts": _T.attempts + 1, "run_number": _T.run_number + 1,
     "worker_id": sa.bindparam("p_worker"), "worker_session": sa.bindparam("p_session"),
     "started_at": sa.bindparam("p_now"), "updated_at": sa.bindparam("p_now"), "stage": None,
-    "progress": 0.0, "message": None, "eta_seconds": None, "confirmed_at": None,
+    "progress": 0.0, "message": None, "eta_seconds": None,
+    # A small stored input travels inside the claim reply, so no download call will confirm the
+    # start: such a claim counts as started at once (a crashing job still uses up its attempts).
+    "confirmed_at": sa.case((sa.and_(_T.input_sha256.is_not(None), _T.input_size.is_not(None),
+                                     _T.input_size <= sa.bindparam("p_inline_max")),
+                             sa.bindparam("p_now")), else_=None),
 }
 
 
@@ -52,3 +57,21 @@ def claim_one() -> sa.Update:
 def peek_next() -> sa.Select:
     """SELECT the job claim_next would take, without locking or changing it."""
     return sa.select(Job).where(Job.id == _pick(lock=False).scalar_subquery())
+
+
+@functools.lru_cache(maxsize=None)
+def leased_job() -> sa.Select:
+    """SELECT the job held under :p_token whose status is one of :p_statuses (a lease check)."""
+    return sa.select(Job.__table__).where(_T.id == sa.bindparam("p_id"), _T.lease_token == sa.bindparam("p_token"),
+                                          _T.status.in_(sa.bindparam("p_statuses", expanding=True)))
+
+
+@functools.lru_cache(maxsize=None)
+def jobs_ahead() -> sa.Select:
+    """SELECT count(*) of the queued jobs ahead of (:p_priority, :p_created, :p_id) in claim order
+    (priority desc, then age, then id): one count on the claim index for one job's position."""
+    prio, created, job_id = sa.bindparam("p_priority"), sa.bindparam("p_created"), sa.bindparam("p_id")
+    ahead = sa.or_(_T.priority > prio,
+                   sa.and_(_T.priority == prio,
+                           sa.or_(_T.created_at < created, sa.and_(_T.created_at == created, _T.id < job_id))))
+    return sa.select(sa.func.count()).select_from(Job.__table__).where(_T.status == QUEUED, ahead)

@@ -184,6 +184,13 @@ class DubfleetApi:
             params["status"] = status
         return self.request("GET", Routes.JOBS, params=params).json()
 
+    def search(self, q: str, limit: int = 20, offset: int = 0, language: str | None = None,
+               kind: str | None = None) -> dict:
+        """Transcript lines of the caller's jobs that match `q`, best first."""
+        params: dict[str, Any] = {"q": q, "limit": limit, "offset": offset}
+        params.update({k: v for k, v in {"language": language, "kind": kind}.items() if v})
+        return self.request("GET", Routes.SEARCH, params=params).json()
+
     def cancel(self, job_id: str) -> dict:
         """Cancel a job (queued: at once; running: at the worker's next heartbeat)."""
         return self.request("DELETE", Routes.fill(Routes.JOB, job_id=job_id)).json()

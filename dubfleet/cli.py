@@ -304,6 +304,49 @@ def jobs(api: DubfleetApi, status_filter: str | None, limit: int, offset: int,
     click.echo(f"{len(page.get('jobs', []))} of {page.get('total')} job(s)", err=True)
 
 
+def timestamp(seconds: Any) -> str:
+    """12.5 -> "0:12.5"; 3725 -> "1:02:05.0"."""
+    total = max(float(seconds or 0), 0.0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{int(hours)}:{int(minutes):02d}:{secs:04.1f}" if hours
+            else f"{int(minutes)}:{secs:04.1f}")
+
+
+def highlighted(hit: dict) -> str:
+    """The hit's snippet with its matches in bold (plain text when not on a terminal)."""
+    text, out, at = hit.get("snippet") or "", [], 0
+    for start, end in hit.get("highlights") or []:
+        out += [text[at:start], click.style(text[start:end], bold=True)]
+        at = end
+    return "".join(out) + text[at:]
+
+
+@main.command()
+@click.argument("query")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="How many results.")
+@click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many.")
+@click.option("--language", default=None, help="Only lines in this language (e.g. en).")
+@click.option("--kind", type=click.Choice(["source", "translation"]), default=None,
+              help="Only transcript (source) or translated lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@with_api
+def search(api: DubfleetApi, query: str, limit: int, offset: int, language: str | None,
+           kind: str | None, as_json: bool) -> None:
+    """Search the transcripts and translations of your jobs: words, "a phrase", a or b,
+    -excluded (a query that starts with - goes after --)."""
+    page = api.search(query, limit, offset, language, kind)
+    if as_json:
+        print_json(page)
+        return
+    for hit in page.get("results", []):
+        span = f"{timestamp(hit.get('start'))}-{timestamp(hit.get('end'))}"
+        click.echo(f"{hit.get('job_id')}  {span:<17} {hit.get('kind', ''):<11} "
+                   f"{hit.get('input_name') or ''}\n    {highlighted(hit)}")
+    click.echo(f"{len(page.get('results', []))} of {page.get('total')} result(s)", err=True)
+
+
 @main.command()
 @click.argument("job_id")
 @with_api

@@ -39,6 +39,8 @@ if ! CMAKE_ARGS="${CMAKE_ARGS:-$cuda}" .venv/bin/python -m pip install -q -e ".[
   CMAKE_ARGS="" .venv/bin/python -m pip install -q -e ".[media,coqui,test,postgres,llm]"
 fi
 echo "setup: python packages (incl. llama-cpp-python build if not cached) took $(( $(date +%s) - t0 )) s"
+# `make bench`: the peers (RQ, procrastinate), the profiler and bench_llm's converters.
+.venv/bin/python -m pip install -q -e ".[bench]" || echo "setup: the bench extra did not install; bench_peers skips the peers it lacks" >&2
 .venv/bin/python scripts/coqui_cpu_fix.py
 # Kokoro's own es/fr/it/pt voices: `npm pack kokoro-js` (tarball only, sha256-pinned) into the model
 # cache. Optional: without npm or a network the worker falls back to the Japanese voice pack.

@@ -98,6 +98,7 @@ class Routes:
     JOB_EVENTS = "/jobs/<job_id>/events"  # Server-Sent Events of one job
     JOBS_EVENTS = "/jobs/events"  # ... of all the caller's jobs
     QUEUE_INFO = "/queue/info"
+    SEARCH = "/search"  # full-text search of the caller's transcripts
     METRICS = "/metrics"
     # worker side
     NEXT = "/jobs/next"
@@ -192,6 +193,8 @@ class ClaimedJob(_Wire):
     input_url: str | None = None
     subtitles_url: str | None = None
     direct_upload: bool = False
+    # A small uploaded input itself, base64 (INLINE_INPUT_KB): no download round trip. None: fetch it.
+    input_inline: str | None = None
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ def main(ctx: click.Context, api_url: str | None, api_key: str | None, poll_inte
     except CoordinatorError as exc:
         raise click.ClickException(f"coordinator refused this worker: {exc}") from exc
     finally:
-        client.close()
+        client.close_all()
 
 
 try:  # the `worker models ...` commands live with the model registry

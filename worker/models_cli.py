@@ -90,9 +90,16 @@ def _kokoro_voice_entries() -> list[ModelEntry]:
     return rows
 
 
+def _summary_entries() -> list[ModelEntry]:
+    """The sentence-embedding model of job summaries."""
+    path = registry.summary_model_path()
+    return [ModelEntry("summary", registry.SUMMARY_MODEL, "sentence-transformers", "package",
+                       "ready" if path else "not installed: make setup", str(path or ""))]
+
+
 def collect_entries() -> list[ModelEntry]:
     """Every model and engine this worker knows about, installed or not."""
-    return _asr_entries() + _translation_entries() + _tts_entries()
+    return _asr_entries() + _translation_entries() + _tts_entries() + _summary_entries()
 
 
 def _table(rows: list[ModelEntry]) -> str:
@@ -197,7 +204,21 @@ def _verify_files() -> list[tuple[str, callable]]:
 
     if llm_model.installed():
         checks.append(("translation llm sha256", llm_model.verify))
+    if registry.summary_model_path() is not None:
+        checks.append(("summary model", _verify_summary))
     return checks
+
+
+def _verify_summary() -> str:
+    """The sentence-embedding model loads offline and tells related sentences apart."""
+    from worker.stages.summary_model import shared_embedder
+
+    vectors = shared_embedder().encode(["The river floods in spring.",
+                                        "In spring the river overflows.", "I like green tea."])
+    close, far = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
+    if not close > far:
+        raise UnsupportedJob(f"embeddings look wrong (similar {close:.2f} <= unrelated {far:.2f})")
+    return f"{vectors.shape[1]} dimensions, similar {close:.2f} > unrelated {far:.2f}"
 
 
 def _verify_base_size() -> str:

@@ -19,7 +19,7 @@ from ..extensions import db
 from ..openapi import DOWNLOAD, SUBMIT_BODIES, documented
 from ..serializers import job_view, job_views, submit_reply
 from ..state import get_state
-from ..storage import StoredFile
+from ..storage import StoredFile, is_job_id
 from ..validation import (LIMIT_RANGE, OFFSET_RANGE, NewJob, display_name, parse_idempotency_key,
                           parse_int, parse_submission)
 from ..workers import workers_online
@@ -174,8 +174,13 @@ def list_jobs() -> Response:
 @read_view
 def get_job(job_id: str) -> Response:
     """The job view."""
-    job = visible_job(job_id, current_principal())
-    return reply(job_view(db.session, job))
+    job = queries.job_row(db.session, job_id) if is_job_id(job_id) else None
+    principal = current_principal()
+    if job is None or not (principal.is_admin or job.owner_key_id == principal.key_id):
+        raise NotFound()  # another client's job is 404, exactly like an unknown one
+    view = job_view(db.session, job)
+    db.session.rollback()  # end the read snapshot before the JSON encoding
+    return reply(view)
 
 
 @bp.delete(Routes.JOB)

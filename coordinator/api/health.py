@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from sqlalchemy import text
 
 from shared.errors import error_payload
@@ -19,6 +20,7 @@ from .common import reply
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
+_CACHE = "dubfleet_health_cache"
 
 
 def _check_database() -> str:
@@ -52,12 +54,27 @@ def metrics() -> Response:
     return get_state().metrics.exposition()
 
 
+def _checks() -> dict[str, str]:
+    """The database and storage checks; a passing result is reused for HEALTH_CACHE_SECONDS
+    (a probe writes a file: load balancers polling many times a second need not), a failing one
+    is checked again on every call."""
+    cached = current_app.extensions.get(_CACHE)
+    now = time.monotonic()
+    if cached is not None and now < cached[0]:
+        return cached[1]
+    checks = {"database": _check_database(), "storage": _check_storage()}
+    ttl = float(current_app.config.get("HEALTH_CACHE_SECONDS", 0))
+    if ttl > 0 and all(value == "ok" for value in checks.values()):
+        current_app.extensions[_CACHE] = (now + ttl, checks)
+    return checks
+
+
 @bp.get(Routes.HEALTH)
 @documented("health", ok={200: "Health", 503: "Health"})
 def health() -> Response:
     """Report whether the database and storage work."""
     from .. import __version__
-    checks = {"database": _check_database(), "storage": _check_storage()}
+    checks = _checks()
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if healthy else "unavailable", **checks, "version": __version__,
             "protocol": PROTOCOL_VERSION}

@@ -2,20 +2,21 @@
 finish."""
 from __future__ import annotations
 
+import base64
 import logging
 import random
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from flask import Blueprint, Response, current_app, request
 
 from shared.protocol import (LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS, SHA256_HEADER, WORKER_SESSION_HEADER,
                              ArtifactInfo, KeyKind, Routes, WorkerInfo)
 
-from .. import direct, jobs
+from .. import direct, jobs, search
 from ..auth import require_key
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db
-from ..models import Job
 from ..openapi import DOWNLOAD, LEASED, SESSION, UPLOAD_BODIES, documented
 from ..serializers import claimed_job, job_view
 from ..state import get_state
@@ -45,9 +46,24 @@ def _lease_token() -> str | None:
     return request.headers.get(LEASE_HEADER) or None
 
 
+def _inline_input(row: Mapping[str, Any]) -> str | None:
+    """A small uploaded input, base64, to send inside the claim reply (None: the worker fetches
+    it). A file that cannot be read now is simply not inlined: the download route reports it."""
+    limit = get_state().policy.inline_input_bytes  # the claim counted such a job as started
+    size, storage = row["input_size"], get_state().storage
+    if storage.direct or size is None or size > limit or not row["input_sha256"]:
+        return None
+    try:
+        data = storage.resolve(storage.input_relpath(row["id"])).read_bytes()
+    except OSError:
+        return None
+    return base64.b64encode(data).decode("ascii") if len(data) == size else None
+
+
 def _claimed_reply(claimed: jobs.Claimed) -> Response:
-    """200 with the ClaimedJob."""
-    body = claimed_job(claimed.job, claimed.lease_token, claimed.lease_expires_at, get_state().policy)
+    """200 with the ClaimedJob (a small input inline)."""
+    body = claimed_job(claimed.job, claimed.lease_token, claimed.lease_expires_at, get_state().policy,
+                       input_inline=_inline_input(claimed.job))
     get_state().metrics.claimed(body.job_id, body.kind)
     logger.info("job %s claimed by %s (attempt %s)", body.job_id, claimed.job["worker_id"], body.attempt)
     return reply(body.to_dict())
@@ -110,8 +126,9 @@ def claim_specific(job_id: str) -> Response:
     return _claimed_reply(jobs.claim_specific(db.session, job_id, info, state.policy, events=state.events))
 
 
-def _leased_job(job_id: str) -> Job:
-    """The job held under this request's lease token (409 otherwise); the call confirms the claim."""
+def _leased_job(job_id: str) -> Any:
+    """The job's row held under this request's lease token (409 otherwise); the call confirms the
+    claim."""
     require_job_id(job_id)
     _touch()
     token = _lease_token()
@@ -247,6 +264,8 @@ def upload_result(job_id: str) -> Response:
 
 def _upload_reply(upload: jobs.Upload) -> Response:
     """The reply of an upload: the artifact as stored, the job's status, whether it was a repeat."""
+    search.on_upload(db.session, get_state().storage, request.view_args["job_id"], upload,
+                     current_app.config["MAX_INDEXED_TRANSCRIPT_MB"] * 1024 * 1024)  # search index
     return reply({"artifact": upload.artifact.to_dict(), "status": upload.status,
                   "repeated": upload.repeated})
 

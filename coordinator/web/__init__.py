@@ -74,5 +74,5 @@ def init_web(app: Flask) -> None:
     app.config["SECRET_KEY"] = _secret_key(app)
     app.config["SESSION_REFRESH_EACH_REQUEST"] = False  # a sign-in lasts WEB_SESSION_HOURS, no more
     app.session_interface = WebSessions()
-    from . import account, errors, pages  # noqa: F401 - register the routes and handlers
+    from . import account, errors, pages, search_page  # noqa: F401 - register the routes and handlers
     app.register_blueprint(bp)

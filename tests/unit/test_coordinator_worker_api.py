@@ -333,8 +333,10 @@ def test_callback_posts_job_view_when_job_ends(app_factory):
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    from coordinator.webhooks import start_webhooks
+    app = app_factory(CALLBACKS_ENABLED=True, ALLOW_PRIVATE_CALLBACKS=True)  # hook on loopback
+    loop = start_webhooks(app)  # `coordinator serve` starts the delivery loop; a test client does not
     try:
-        app = app_factory(CALLBACKS_ENABLED=True, ALLOW_PRIVATE_CALLBACKS=True)  # hook on loopback
         client = app.test_client()
         from coordinator.auth import create_key
         from coordinator.extensions import db
@@ -349,10 +351,12 @@ def test_callback_posts_job_view_when_job_ends(app_factory):
         assert received[0]["job_id"] == job_id and received[0]["status"] == "completed"
     finally:
         server.shutdown()
+        loop.stop()
+        loop.join(10)
 
 
 def test_reaper_thread_pass_requeues_expired(app_factory):
-    app = app_factory(LEASE_SECONDS=0.01)
+    app = app_factory(LEASE_SECONDS=0.01, INLINE_INPUT_KB=0)  # fetched input: unconfirmed
     from coordinator.auth import create_key
     from coordinator.extensions import db
     from coordinator.reaper import Reaper

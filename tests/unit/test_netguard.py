@@ -22,7 +22,7 @@ from typing import Callable
 import pytest
 import requests
 
-from coordinator.callbacks import CallbackSender
+from coordinator.callbacks import callback_guard, post_delivery
 from coordinator.errors import ValidationFailed
 from coordinator.validation import parse_callback_url, parse_submission
 from shared.netguard import AddressGuard, DisallowedAddress, UnsafeURL, address_problem, is_allowed
@@ -488,32 +488,29 @@ def test_submit_accepts_public_and_unresolvable_callbacks(dns):
         parse_callback_url("ftp://hooks.example/x")
 
 
-def _sender(allow_private: bool) -> CallbackSender:
-    return CallbackSender(lambda job_id: {"job_id": job_id, "status": "completed"}, 5.0,
-                          allow_private=allow_private)
+def _deliver(allow_private: bool, url: str, body: bytes = b'{"job_id": "job-1"}'):
+    """One webhook delivery attempt (coordinator.callbacks) under the callback address policy."""
+    return post_delivery(callback_guard(allow_private), url, "d1", "job.completed", body, None, 5.0)
 
 
-def test_callback_to_a_name_now_private_is_not_sent(serve, dns, caplog):
+def test_callback_to_a_name_now_private_is_not_sent(serve, dns):
     hook = serve("127.0.0.1", {"/done": lambda h: send(h, 204)})
     dns.names["hooks.test"] = ["127.0.0.1"]  # was public at submit time, rebound since
-    sender = _sender(allow_private=False)
-    sender("job-1", f"http://hooks.test:{hook.port}/done")
-    sender.shutdown(wait=True)
+    refused = _deliver(False, f"http://hooks.test:{hook.port}/done")
     assert hook.seen == []
-    assert "not sent: callback_url host hooks.test resolves to 127.0.0.1 (loopback)" in caplog.text
+    assert not refused.ok and refused.final  # retrying cannot help: the delivery fails at once
+    assert "callback_url host hooks.test resolves to 127.0.0.1 (loopback)" in refused.error
 
-    sender = _sender(allow_private=True)
-    sender("job-2", f"http://hooks.test:{hook.port}/done")
-    sender.shutdown(wait=True)
+    sent = _deliver(True, f"http://hooks.test:{hook.port}/done", b'{"job_id": "job-2"}')
+    assert sent.ok and sent.http_status == 204
     assert [(m, p) for m, p, _ in hook.seen] == [("POST", "/done")]
-    assert hook.bodies == [b'{"job_id": "job-2", "status": "completed"}']
+    assert hook.bodies == [b'{"job_id": "job-2"}']
     assert "X-API-Key" not in hook.seen[0][2]
 
 
 def test_callbacks_never_follow_redirects(serve):
     other = serve("127.0.0.1", {"/other": lambda h: send(h, 204)})
     hook = serve("127.0.0.1", {"/done": redirect(f"http://127.0.0.1:{other.port}/other", 307)})
-    sender = _sender(allow_private=True)
-    sender("job-3", f"http://127.0.0.1:{hook.port}/done")
-    sender.shutdown(wait=True)
+    outcome = _deliver(True, f"http://127.0.0.1:{hook.port}/done")
     assert len(hook.seen) == 1 and other.seen == []
+    assert not outcome.ok and outcome.http_status == 307  # a redirect is a failed attempt

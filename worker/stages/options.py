@@ -28,6 +28,7 @@ class MediaOptions:
     allow_downloads: bool = False
     glossary: dict = field(default_factory=dict)  # {"term": "translation"} (shared.glossary)
     shorten: bool = True  # ask the engine for a shorter line before speeding a clip up
+    summary: str = "auto"  # off | auto | extractive | abstractive (worker.stages.summary)
 
     @classmethod
     def from_job(cls, job) -> "MediaOptions":
@@ -45,6 +46,7 @@ class MediaOptions:
                 overlap=None if raw.get("overlap") in (None, "auto") else _bool(raw["overlap"]),
                 glossary=parse_glossary(raw.get("glossary")),
                 shorten=_bool(raw.get("shorten", True)),
+                summary=_summary_mode(raw.get("summary")),
                 allow_downloads=_bool(os.environ.get("DUBFLEET_ALLOW_DOWNLOADS", "0")))
         except (TypeError, ValueError) as exc:
             raise PermanentJobError(f"bad job options: {exc}") from exc
@@ -75,6 +77,15 @@ def _bool(value) -> bool:
     if str(value).lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected a boolean, got {value!r}")
+
+
+def _summary_mode(value) -> str:
+    """`summary`: true/absent (auto), false (off), or "extractive" / "abstractive"."""
+    if value is None or value == "auto":
+        return "auto"
+    if value in ("extractive", "abstractive", "off"):
+        return value
+    return "auto" if _bool(value) else "off"
 
 
 def _speed(value) -> float:

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 from shared.protocol import JobKind, Stage
 from worker.context import JobContext, JobResult, OutputFile
 from worker.errors import UnsupportedJob
-from worker.stages import adapt, outputs, redub, segment_bundle, tts, user_subtitles
+from worker.stages import adapt, outputs, redub, segment_bundle, summary, tts, user_subtitles
 from worker.stages.fit import FitOptions, MixOptions, fit_segments, fit_summary, mix_dub_levels
 from worker.stages.mux import encode_audio, mux_dubbed_video
 from worker.stages.onset import speech_onsets
@@ -78,6 +78,7 @@ class JobState:
     overlapped: bool = False
     voice: dict | None = None  # the dub's voice and why it was chosen (tts.choose_voice)
     subtitles: str | None = None  # a dub from the user's subtitles: "source" or "target" text
+    summary: str | None = None  # how the summary step went (worker.stages.summary)
 
     @property
     def duration(self) -> float:
@@ -117,9 +118,11 @@ class MediaPipeline:
             return self._dub(ctx, state, opts, progress, input_path)
         transcript = self._transcribe(ctx, state, opts, progress)
         if self.kind == JobKind.TRANSCRIBE.value:
+            self._summarize(ctx, state, opts, transcript, None)
             return JobResult(tuple(state.outputs), "transcript.json", transcript.language,
                              {"timings": state.timings})
         translation = self._translate(ctx, state, opts, transcript, progress)
+        self._summarize(ctx, state, opts, transcript, translation)
         main = f"subtitles.{translation.target_language}.srt"
         return JobResult(tuple(state.outputs), main, transcript.language, {"timings": state.timings})
 
@@ -158,6 +161,17 @@ class MediaPipeline:
                          *outputs.write_subtitles(state.out, transcript.segments,
                                                   transcript.language)])
         return transcript
+
+    def _summarize(self, ctx: JobContext, state: JobState, opts: MediaOptions,
+                   transcript: Transcript, translation: Translation | None) -> None:
+        """Publish the summary artifacts (a failure is noted, never fails the job)."""
+        ctx.check()
+        files, note = summary.job_summaries(state.out, transcript, translation, state.duration,
+                                            opts.summary)
+        state.summary = note.get("summary")
+        if "summary_seconds" in note:
+            state.timings["summary"] = note["summary_seconds"]
+        state.keep(ctx, files)
 
     def _translator(self, opts: MediaOptions, source: str, target: str,
                     audio: DecodedAudio | None) -> Translator:
@@ -207,6 +221,7 @@ class MediaPipeline:
         progress.update("mix", 0.4, "mixed the dubbed track")
         files = self._encode(ctx, state, input_path, wav, transcript.language, target)
         state.timings["mix_mux"] = round(time.monotonic() - t0, 3)
+        self._summarize(ctx, state, opts, transcript, translation)
         report = outputs.dub_report(translation.segments, synthesized, fit.placed,
                                     fit_summary(fit.placed), self._meta(ctx, state, opts,
                                                                         transcript, translation,
@@ -249,6 +264,7 @@ class MediaPipeline:
                 "tts_engines": [engine.name for engine in chain],
                 "source_duration": round(state.duration, 3), "max_speed": opts.max_speed,
                 "keep_original": opts.keep_original, "overlap": state.overlapped,
+                "summary_artifact": state.summary,
                 **(state.voice or {}), "timings": state.timings}
 
 

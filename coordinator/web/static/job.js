@@ -8,6 +8,25 @@
   var actions = document.getElementById("job-actions");
   var jobId = live.dataset.jobId;
 
+  /* --- a search result's moment (?t=12.3): the player starts there, its line is marked --- */
+  var moment = parseFloat(new URLSearchParams(window.location.search).get("t"));
+  if (!(moment >= 0)) { moment = null; }
+  if (player && moment !== null) {
+    var toMoment = function () { player.currentTime = Math.min(moment, player.duration || moment); };
+    if (player.readyState >= 1) { toMoment(); } else { player.addEventListener("loadedmetadata", toMoment, { once: true }); }
+  }
+
+  function markMoment(body, lines) {
+    if (moment === null) { return; }
+    var at = null;
+    lines.forEach(function (line) { if (line.start <= moment + 0.01) { at = line; } });
+    var tr = at && body.querySelector('tr[data-index="' + at.index + '"]');
+    if (!tr) { return; }
+    tr.classList.add("moment");
+    tr.setAttribute("aria-current", "true");
+    tr.scrollIntoView({ block: "center" });
+  }
+
   /* --- live progress --- */
   function finished(status) { return df.TERMINAL.indexOf(status) >= 0; }
 
@@ -151,6 +170,7 @@
     lines = loaded;
     body.textContent = "";
     lines.forEach(function (line) { body.appendChild(row(line)); });
+    markMoment(body, lines);
     table.hidden = lines.length === 0;
     stateEl.textContent = lines.length ? lines.length + " lines." : "No speech was found.";
   }

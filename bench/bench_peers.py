@@ -1,0 +1,180 @@
+"""dubfleet side by side with its peers and its framework floor, in one run (`make bench`).
+
+- throughput: no-op jobs/s with 8 worker processes: dubfleet (echo jobs over HTTP), RQ (local
+  Redis), procrastinate (local PostgreSQL); a peer whose service is absent is skipped with a note;
+- endpoints: requests/s, p50 and p99 of a hello-world Flask app and of dubfleet's status and
+  worker endpoints, both on dubfleet's waitress stack with the same settings (4 threads);
+- pickup: submit → claimed latency with idle long-polling workers.
+
+Rounds are interleaved (every system once per round) and the medians reported. With
+`--before DIR` (a copy of older code, e.g. `git archive <rev> | tar -x -C DIR`) the dubfleet
+rows are measured for that code too, in the same rounds.
+
+Run: `.venv/bin/python bench/bench_peers.py [--rounds 3] [--jobs 600] [--before DIR]`; figures
+are printed and written to bench/results/peers.json.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import httpload, peers  # noqa: E402
+from bench.bench_protocol import BENCH_ENV, bench_latency  # noqa: E402
+from dubfleet.local import free_port  # noqa: E402
+from tests.integration.procs import ADMIN_KEY, WORKER_KEY, Api, Coordinator, start_worker  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+SERVER_THREADS = 4
+WORKERS = 8
+
+
+def _code_env(root: Path | None) -> dict[str, str]:
+    """Environment that makes the coordinator and workers run the code under `root`."""
+    return {"PYTHONPATH": str(root)} if root else {}
+
+
+# --- throughput ---------------------------------------------------------------------------
+
+def dubfleet_throughput(tmp: Path, jobs: int, root: Path | None = None) -> dict:
+    """Echo jobs/s with WORKERS burst worker processes (jobs submitted first)."""
+    coord = Coordinator(tmp, env={**BENCH_ENV, **_code_env(root)}).start()
+    try:
+        admin = Api(coord.url, ADMIN_KEY)
+        for i in range(jobs):
+            admin.submit_bytes(f"tiny {i}".encode())
+        procs = [start_worker(coord.url, tmp / "w", f"w{n}", "--burst", "--kinds", "echo",
+                              "--claim-wait", "0", env=_code_env(root)) for n in range(WORKERS)]
+        for proc in procs:
+            proc.wait(600)
+        views = admin.all_jobs()
+    finally:
+        coord.stop()
+    done = [v for v in views if v["status"] == "completed"]
+    if len(done) != jobs:
+        return {"skipped": f"only {len(done)} of {jobs} jobs completed"}
+    span = max(v["finished_at"] for v in done) - min(v["started_at"] for v in done)
+    return {"jobs_per_s": round(jobs / span, 1)}
+
+
+def throughput(tmp: Path, rounds: int, jobs: int, before: Path | None) -> dict:
+    """Interleaved rounds of every system; the median jobs/s of each."""
+    systems = {"dubfleet": lambda d: dubfleet_throughput(d, jobs),
+               "rq": lambda d: peers.run_rq(jobs, WORKERS, d),
+               "procrastinate": lambda d: peers.run_procrastinate(jobs, WORKERS, d)}
+    if before:
+        systems["dubfleet_before"] = lambda d: dubfleet_throughput(d, jobs, before)
+    runs: dict[str, list[dict]] = {name: [] for name in systems}
+    for r in range(rounds):
+        for name, run in systems.items():
+            result = run(tmp / f"tp-{name}-{r}")
+            click.echo(f"throughput round {r + 1}: {name}: {result}")
+            runs[name].append(result)
+    return {name: _median_rate(results) for name, results in runs.items()}
+
+
+def _median_rate(results: list[dict]) -> dict:
+    rates = [r["jobs_per_s"] for r in results if "jobs_per_s" in r]
+    if not rates:
+        return {"skipped": results[0].get("skipped", "no result")}
+    return {"jobs_per_s": round(statistics.median(rates), 1), "rounds": rates}
+
+
+# --- endpoints ----------------------------------------------------------------------------
+
+def _hello_server() -> tuple[subprocess.Popen, str]:
+    """The hello-world app on dubfleet's waitress stack, SERVER_THREADS threads."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "hello_app.py"), str(port),
+                             str(SERVER_THREADS)], env=peers._env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    peers.wait_port(port)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _dubfleet_targets(coord: Coordinator) -> list[httpload.Target]:
+    """GET /health, GET /jobs/<id> (a client key from the database), heartbeat, empty claim."""
+    client_key = coord.create_key("client", "bench")
+    client = Api(coord.url, client_key)
+    queued = client.submit_bytes(b"view me")["job_id"]
+    client.submit_bytes(b"run me", kind="transcribe", target_language="en")
+    worker = Api(coord.url, WORKER_KEY)
+    info = {"worker_id": "bench", "session_id": "bench-session", "kinds": ["transcribe"]}
+    claimed = worker.post("/jobs/claim", json={"worker": info}).json()
+    lease = {"X-API-Key": WORKER_KEY, "X-Lease-Token": claimed["lease_token"],
+             "X-Worker-Session": "bench-session", "Content-Type": "application/json"}
+    empty = json.dumps({"worker": {**info, "kinds": ["subtitle"]}, "wait": 0}).encode()
+    return [
+        httpload.Target("health", "GET", "/health"),
+        httpload.Target("job_view", "GET", f"/jobs/{queued}", {"X-API-Key": client_key}),
+        httpload.Target("heartbeat", "POST", f"/jobs/{claimed['job_id']}/heartbeat", lease,
+                        json.dumps({"progress": 10.0, "message": "bench"}).encode()),
+        httpload.Target("claim_empty", "POST", "/jobs/claim",
+                        {"X-API-Key": WORKER_KEY, "X-Worker-Session": "bench-session",
+                         "Content-Type": "application/json"}, empty, ok=(204,)),
+    ]
+
+
+def endpoints(tmp: Path, rounds: int, seconds: float, before: Path | None) -> dict:
+    """Interleaved rounds over hello world and every dubfleet target; medians."""
+    hello, hello_url = _hello_server()
+    servers = {"": Coordinator(tmp / "ep", env=BENCH_ENV, threads=SERVER_THREADS).start()}
+    if before:
+        servers["before_"] = Coordinator(tmp / "ep-before", env={**BENCH_ENV, **_code_env(before)},
+                                         threads=SERVER_THREADS).start()
+    try:
+        plan = [("hello_world", hello_url, httpload.Target("hello", "GET", "/"))]
+        for prefix, coord in servers.items():
+            plan += [(prefix + t.name, coord.url, t) for t in _dubfleet_targets(coord)]
+        runs: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
+        for r in range(rounds):
+            for name, url, target in plan:
+                runs[name].append(httpload.run(url, target, seconds=seconds))
+                click.echo(f"endpoints round {r + 1}: {name}: {runs[name][-1]}")
+    finally:
+        hello.terminate()
+        hello.wait(10)
+        for coord in servers.values():
+            coord.stop()
+    out = {name: httpload.median_of(results) for name, results in runs.items()}
+    floor = out["hello_world"]["rps"] or 1
+    for figures in out.values():
+        figures["x_hello"] = round((figures["rps"] or 0) / floor, 2)
+    return out
+
+
+@click.command()
+@click.option("--rounds", default=3, show_default=True, help="Interleaved rounds (medians reported).")
+@click.option("--jobs", default=600, show_default=True, help="No-op jobs per throughput run.")
+@click.option("--seconds", default=3.0, show_default=True, help="Load time per endpoint per round.")
+@click.option("--before", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A copy of older dubfleet code to measure in the same rounds.")
+@click.option("--only", type=click.Choice(["all", "throughput", "endpoints", "pickup"]), default="all")
+def main(rounds: int, jobs: int, seconds: float, before: Path | None, only: str) -> None:
+    """Measure dubfleet against RQ, procrastinate and Flask's hello world."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "peers.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+    with tempfile.TemporaryDirectory(prefix="dubfleet-peers-") as tmp:
+        if only in ("all", "endpoints"):
+            results["endpoints"] = endpoints(Path(tmp), rounds, seconds, before.resolve() if before else None)
+        if only in ("all", "throughput"):
+            results["throughput"] = throughput(Path(tmp), rounds, jobs, before.resolve() if before else None)
+        if only in ("all", "pickup"):
+            results["pickup"] = bench_latency(Path(tmp) / "pickup")
+    path.write_text(json.dumps(results, indent=2))
+    click.echo(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
