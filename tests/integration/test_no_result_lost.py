@@ -186,7 +186,9 @@ def _submit_quietly(url: str, data: bytes) -> None:
 
 def test_lost_claim_replies_do_not_use_attempts(coordinator_factory, workers, tmp_path):
     """Every claim reply is cut until five were lost; the job never fails for it, then runs once."""
-    coord = coordinator_factory(env={"START_LEASE_SECONDS": "1", "REAPER_INTERVAL": "0.2"}).start()
+    # Fetched inputs: only the download confirms a claim (an inline input's claim counts at once).
+    coord = coordinator_factory(env={"START_LEASE_SECONDS": "1", "REAPER_INTERVAL": "0.2",
+                                     "INLINE_INPUT_KB": "0"}).start()
     admin = Api(coord.url, ADMIN_KEY)
     cut_claims = 5
     proxy = CuttingProxy(coord.url, lambda method, path, q: path == "/jobs/claim"
