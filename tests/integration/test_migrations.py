@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from coordinator import create_app, migrate
 from coordinator.cli import main
 from coordinator.extensions import db
-from tests.conftest import POSTGRES_TEST_URL, coordinator_test_config
+from tests.conftest import POSTGRES_TEST_URL, _postgres, coordinator_test_config
 from tests.integration.procs import Api, Coordinator
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -119,17 +119,6 @@ def _insert_old_rows(conn: sa.Connection, data_dir: Path) -> None:
                          "VALUES (1.0, 'cli', 'key_created', '#1', '')"))
 
 
-def _postgres_admin(sql: str) -> None:
-    """Run one statement on the server's `test` database (skip when it is unreachable)."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        with psycopg.connect(POSTGRES_TEST_URL.replace("+psycopg", ""), connect_timeout=3,
-                             autocommit=True) as conn:
-            conn.execute(sql)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_TEST_URL}: {exc}")
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def old_db(request, tmp_path) -> Iterator[OldDatabase]:
     """An empty database of each kind (a fresh PostgreSQL database, dropped afterwards)."""
@@ -139,11 +128,11 @@ def old_db(request, tmp_path) -> Iterator[OldDatabase]:
         yield OldDatabase(data_dir, f"sqlite:///{data_dir / 'coordinator.db'}", "sqlite")
         return
     name = f"dubfleet_migrations_{uuid.uuid4().hex[:12]}"
-    _postgres_admin(f"CREATE DATABASE {name}")
+    _postgres(f"CREATE DATABASE {name}")
     try:
         yield OldDatabase(data_dir, POSTGRES_TEST_URL.rsplit("/", 1)[0] + f"/{name}", "postgresql")
     finally:
-        _postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        _postgres(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _cli(old: OldDatabase, *args: str):
