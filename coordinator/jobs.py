@@ -206,6 +206,19 @@ def _commit(session: Session) -> None:
         raise
 
 
+def _commit_ending(session: Session, events: QueueEvents | None, job_id: str, callback_url: str | None,
+                   status: str) -> None:
+    """Commit a transition to `status`; a terminal one records its webhook delivery in the same
+    transaction (`job_ending`), so the ending and its delivery commit together or not at all."""
+    try:
+        if status in TERMINAL:
+            _events(events).job_ending(session, job_id, callback_url, status)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
 def lease_run(session: Session, job_id: str, token: str | None, allow_completed: bool = False) -> sa.Row:
     """Check a lease without changing anything, in one plain read; returns the job's row (its
     run_number scopes uploads), or raises LeaseLost."""
@@ -281,7 +294,7 @@ def _cancel_instead(session: Session, job: Job, what: str, events: QueueEvents |
     _end_lease(job, CANCELLED, now)
     job.message = "cancelled"
     job_id, callback_url, kind = job.id, job.callback_url, job.kind
-    _commit(session)
+    _commit_ending(session, events, job_id, callback_url, CANCELLED)
     logger.info("job %s: cancelled (cancel was requested; %s refused)", job_id, what)
     _events(events).job_changed(job_id)
     _events(events).job_finished(job_id, callback_url, CANCELLED, kind)
@@ -393,6 +406,8 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
             replaced, path = path, publish()
         _store_artifact(session, row, info, job_id, path, now)
         session.execute(sa.update(Job.__table__).where(Job.__table__.c.id == job_id).values(**values))
+        if final:
+            _events(events).job_ending(session, job_id, job.callback_url, COMPLETED)
         session.commit()
     except BaseException:
         session.rollback()
@@ -443,7 +458,7 @@ def complete(session: Session, job_id: str, token: str | None, main_artifact: st
         raise NotFound(f"no artifact named {main_artifact!r} was uploaded in this attempt")
     _complete(job, main_artifact, detected_language, now)
     callback_url, worker, kind = job.callback_url, job.worker_id, job.kind
-    _commit(session)
+    _commit_ending(session, events, job_id, callback_url, COMPLETED)
     logger.info("job %s: completed by %s with %s", job_id, worker, main_artifact)
     _events(events).job_changed(job_id)
     _events(events).job_finished(job_id, callback_url, COMPLETED, kind)
@@ -468,7 +483,7 @@ def fail(session: Session, job_id: str, token: str | None, reason: str, retryabl
         _end_lease(job, FAILED, now)
         job.error = reason
     status, callback_url, worker, kind = job.status, job.callback_url, job.worker_id, job.kind
-    _commit(session)
+    _commit_ending(session, events, job_id, callback_url, status)
     logger.info("job %s: attempt failed on %s (%s) -> %s: %s", job_id, worker,
                 "retryable" if retryable else "permanent", status, reason[:300])
     _announce(events, job_id, status, callback_url, kind)
@@ -487,7 +502,7 @@ def release(session: Session, job_id: str, token: str | None, *, events: QueueEv
         job.attempts = max(0, job.attempts - 1)
         job.message = "released by the worker"
     status, callback_url, kind = job.status, job.callback_url, job.kind
-    _commit(session)
+    _commit_ending(session, events, job_id, callback_url, status)
     logger.info("job %s: released by its worker -> %s", job_id, status)
     _announce(events, job_id, status, callback_url, kind)
     return job
@@ -531,7 +546,7 @@ def cancel(session: Session, job_id: str, *, events: QueueEvents | None = None,
         job.cancel_requested = True
         job.updated_at = now
     status, callback_url, kind = job.status, job.callback_url, job.kind
-    _commit(session)
+    _commit_ending(session, events, job_id, callback_url, status)
     logger.info("job %s: %s", job_id, "cancelled" if status == CANCELLED else "cancel requested")
     _announce(events, job_id, status, callback_url, kind)
     return job
@@ -587,6 +602,9 @@ def reap(session: Session, *, events: QueueEvents | None = None, now: float | No
                             {"status": FAILED, "finished_at": now, "error": "lease expired"}, now)
         requeued = _reap_step(session, [], {"status": QUEUED, "available_at": now, "worker_id": None,
                                             "stage": None, "message": "lease expired; requeued"}, now)
+        for status, rows in ((CANCELLED, cancelled), (FAILED, failed)):
+            for job_id, callback_url, _worker, _kind in rows:
+                _events(events).job_ending(session, job_id, callback_url, status)
         session.commit()
     except BaseException:
         session.rollback()

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from .events import EventHub
     from .pgnotify import ReplicaBus
 
@@ -21,7 +23,12 @@ POLL_SECONDS = 1.0
 
 
 class QueueEvents(Protocol):
-    """What the queue functions announce after they commit."""
+    """What the queue functions announce: `job_ending` inside a terminal transition's
+    transaction (before its commit), the others after the commit."""
+
+    def job_ending(self, session: "Session", job_id: str, callback_url: str | None, status: str) -> None:
+        """A job is reaching a terminal status in `session`'s open transaction: record what must
+        commit with it (the webhook delivery row). Must not commit or roll back."""
 
     def job_available(self) -> None:
         """A job became claimable (submitted, requeued, released)."""
@@ -36,6 +43,9 @@ class QueueEvents(Protocol):
 class NullEvents:
     """Events that go nowhere (tests, CLI commands)."""
 
+    def job_ending(self, session: "Session", job_id: str, callback_url: str | None, status: str) -> None:
+        """Ignore."""
+
     def job_available(self) -> None:
         """Ignore."""
 
@@ -44,6 +54,15 @@ class NullEvents:
 
     def job_changed(self, job_id: str) -> None:
         """Ignore."""
+
+
+class WebhookHook(Protocol):
+    """What the events need of coordinator.webhooks.WebhookDispatcher."""
+
+    wake: threading.Event
+
+    def stage(self, session: "Session", job_id: str, url: str, status: str) -> None:
+        """Insert the ending's delivery row in the open transaction."""
 
 
 class ClaimNotifier:
@@ -109,12 +128,14 @@ class AppEvents:
     """Production events: wake claim waiters, count finished jobs, send completion callbacks,
     feed the live event streams, and (on PostgreSQL) tell the other replicas.
 
-    `job_finished` stays local: only the process that committed a job's terminal transition
-    hears it, and it records the ending's webhook delivery once (a unique row).
+    `job_ending` and `job_finished` stay local: only the process that commits a job's terminal
+    transition hears them. `job_ending` records the ending's webhook delivery (a unique row) in
+    that transaction, so a crash after the commit cannot lose it; `job_finished` wakes the
+    delivery loop.
     """
 
     def __init__(self, notifier: ClaimNotifier,
-                 send_callback: Callable[[str, str, str], None] | None,
+                 send_callback: "WebhookHook | None",
                  on_finished: Callable[[str, str, str], None] | None = None,
                  hub: EventHub | None = None, bus: ReplicaBus | None = None):
         self.notifier = notifier
@@ -165,10 +186,15 @@ class AppEvents:
         if self.bus is not None:
             self.bus.announce_available()
 
+    def job_ending(self, session: "Session", job_id: str, callback_url: str | None, status: str) -> None:
+        """Record the job's webhook delivery in the terminal transition (when it has a
+        callback_url and webhooks are on)."""
+        if callback_url and self.send_callback is not None:
+            self.send_callback.stage(session, job_id, callback_url, status)
+
     def job_finished(self, job_id: str, callback_url: str | None, status: str, kind: str) -> None:
-        """Count the ending (metrics) and record the job's webhook delivery, if it has a
-        callback_url (coordinator.webhooks sends it)."""
+        """Count the ending (metrics) and wake the webhook delivery loop for its row."""
         if self.on_finished is not None:
             self.on_finished(job_id, status, kind)
         if callback_url and self.send_callback is not None:
-            self.send_callback(job_id, callback_url, status)
+            self.send_callback.wake.set()

@@ -1,7 +1,7 @@
 """Webhook deliveries: one row per terminal state of a job, sent and retried from a loop.
 
-When a job with a `callback_url` ends, the process that committed the ending inserts a
-`webhook_deliveries` row (unique per job, event and finished_at, so a terminal state is
+When a job with a `callback_url` ends, the transaction that ends it also inserts a
+`webhook_deliveries` row (so no crash can commit the ending without its delivery) (unique per job, event and finished_at, so a terminal state is
 delivered once; a retried job that ends again is a new row) holding the job view as the body.
 A `DeliveryLoop` thread in every serving process claims due rows (on PostgreSQL with
 `FOR UPDATE SKIP LOCKED`, and every claim pushes the row's next attempt a lease ahead, so one
@@ -81,21 +81,16 @@ def _insert_ignoring_repeat(session: Session, values: dict[str, Any]) -> Any:
     return dialect.insert(WebhookDelivery).values(**values).on_conflict_do_nothing()
 
 
-def record_ending(session: Session, job: Job, status: str, url: str, payload: str,
+def insert_ending(session: Session, job: Job, status: str, url: str, payload: str,
                   now: float | None = None) -> bool:
-    """Insert the delivery of `job`'s ending (committed); False when it was already there."""
+    """Insert the delivery of `job`'s ending into the open transaction (not committed); False
+    when it was already there."""
     now = time.time() if now is None else now
     values = {"id": secrets.token_hex(16), "job_id": job.id, "owner_key_id": job.owner_key_id,
               "event": EVENTS.get(status, f"job.{status}"), "finished_at": job.finished_at or now,
               "url": url, "payload": payload, "status": PENDING, "attempts": 0,
               "next_attempt_at": now, "created_at": now, "updated_at": now}
-    try:
-        inserted = session.execute(_insert_ignoring_repeat(session, values)).rowcount
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    return bool(inserted)
+    return bool(session.execute(_insert_ignoring_repeat(session, values)).rowcount)
 
 
 @dataclass(frozen=True)
@@ -179,37 +174,25 @@ def deliveries_of(session: Session, job_id: str) -> list[dict[str, Any]]:
 # --- in the process --------------------------------------------------------------------------
 
 class WebhookDispatcher:
-    """The `job_finished` hook: records the ending's delivery and wakes the delivery loop."""
+    """The queue's webhook hooks: `stage` records an ending's delivery inside the terminal
+    transition; `wake` starts the delivery loop once it is committed."""
 
     def __init__(self, app: Flask, build_view: Callable[[Session, Job], dict[str, Any]]):
         self.app = app
         self.build_view = build_view
         self.wake = threading.Event()
 
-    def __call__(self, job_id: str, url: str, status: str) -> None:
-        """Record the delivery of a job's ending (after its commit); never raises."""
-        try:
-            with self.app.app_context():
-                try:
-                    self._record(job_id, url, status)
-                finally:
-                    db.session.remove()
-        except Exception:  # the job's ending is committed; a lost delivery must not fail it
-            logger.exception("webhook for job %s (%s) not recorded", job_id, status)
+    def stage(self, session: Session, job_id: str, url: str, status: str) -> None:
+        """Insert the delivery of the job's ending, its body the job as it ends, in `session`'s
+        open transaction (the caller commits it with the ending, or rolls both back)."""
+        session.flush()
+        job = session.scalar(sa.select(Job).where(Job.id == job_id)
+                             .execution_options(populate_existing=True))
+        if job is None:
             return
-        self.wake.set()
-
-    def _record(self, job_id: str, url: str, status: str) -> None:
-        """Build the body from the job as it ended and insert the row."""
-        with read_only():
-            job = db.session.get(Job, job_id)
-            if job is None:
-                return
-            payload = json.dumps(self.build_view(db.session, job), separators=(",", ":"))
-            db.session.rollback()
-        with writing():
-            if record_ending(db.session, job, status, url, payload):
-                logger.info("webhook for job %s (%s) queued", job_id, status)
+        payload = json.dumps(self.build_view(session, job), separators=(",", ":"))
+        if insert_ending(session, job, status, url, payload):
+            logger.info("webhook for job %s (%s) queued", job_id, status)
 
     def shutdown(self, wait: bool = False) -> None:
         """Nothing to flush: deliveries are rows, the loop stops with the background threads."""

@@ -274,6 +274,9 @@ class Finished:
     def job_changed(self, job_id: str) -> None:
         self.changed.append(job_id)
 
+    def job_ending(self, session, job_id, callback_url, status) -> None:
+        pass
+
     def job_finished(self, job_id, callback_url, status, kind) -> None:
         self.finished.append(job_id)
 

@@ -128,7 +128,8 @@ def test_each_terminal_state_is_recorded_once(hook_app):
     events = get_state(hook_app).events
     with hook_app.app_context():
         jobs.cancel(db.session, job_id, events=events)
-        get_state(hook_app).callbacks(job_id, "http://127.0.0.1:9/h", "cancelled")  # a repeat
+        get_state(hook_app).callbacks.stage(db.session, job_id, "http://127.0.0.1:9/h", "cancelled")
+        db.session.commit()  # a repeat of the same ending adds nothing
         assert len(_rows(hook_app, job_id)) == 1
         jobs.retry(db.session, job_id, events=events, now=2e9)
         jobs.cancel(db.session, job_id, events=events, now=2e9 + 1)  # ends again: a new state
@@ -137,6 +138,64 @@ def test_each_terminal_state_is_recorded_once(hook_app):
     assert [(r.event, r.status, r.attempts) for r in rows] == [("job.cancelled", "pending", 0)] * 2
     assert len({r.id for r in rows}) == 2 and rows[1].finished_at == 2e9 + 1
     assert json.loads(rows[0].payload)["status"] == "cancelled"
+
+
+class _DiesAfterCommit:
+    """The app's events, but the process "dies" right after each commit: nothing after it runs."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def job_ending(self, session, job_id, callback_url, status):
+        self.events.job_ending(session, job_id, callback_url, status)
+
+    def job_available(self, *args):
+        raise SystemExit("killed after the commit")
+
+    job_changed = job_finished = job_available
+
+
+def _running(app, job_id: str) -> str:
+    """Claim the job for a worker; its lease token."""
+    from shared.protocol import WorkerInfo
+    with app.app_context():
+        claimed = jobs.claim_specific(db.session, job_id, WorkerInfo(worker_id="w", session_id="s"),
+                                      get_state(app).policy)
+        db.session.remove()
+    return claimed.lease_token
+
+
+def test_ending_and_its_delivery_commit_together(hook_app):
+    """A crash right after a terminal commit cannot lose the delivery: the row is written by
+    the ending's own transaction, not by a hook after it."""
+    job_id, _, _ = _job_with_key(hook_app)
+    token = _running(hook_app, job_id)
+    dying = _DiesAfterCommit(get_state(hook_app).events)
+    with hook_app.app_context():
+        with pytest.raises(SystemExit):
+            jobs.fail(db.session, job_id, token, "boom", False, get_state(hook_app).policy, events=dying)
+        db.session.remove()
+    rows = _rows(hook_app, job_id)
+    assert [(r.event, r.status) for r in rows] == [("job.failed", "pending")]
+    assert json.loads(rows[0].payload)["status"] == "failed"
+
+
+def test_a_delivery_that_cannot_be_written_rolls_the_ending_back(hook_app, monkeypatch):
+    job_id, _, _ = _job_with_key(hook_app)
+    token = _running(hook_app, job_id)
+
+    def broken_view(session, job):
+        raise RuntimeError("view failed")
+
+    monkeypatch.setattr(get_state(hook_app).callbacks, "build_view", broken_view)
+    with hook_app.app_context():
+        with pytest.raises(RuntimeError):
+            jobs.fail(db.session, job_id, token, "boom", False, get_state(hook_app).policy,
+                      events=get_state(hook_app).events)
+        db.session.remove()
+        assert db.session.get(jobs.Job, job_id).status == "running"  # neither committed
+        db.session.remove()
+    assert _rows(hook_app, job_id) == []
 
 
 def test_loop_retries_then_delivers_signed(hook_app, monkeypatch):
