@@ -250,14 +250,11 @@ def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
               events: QueueEvents | None = None) -> HeartbeatReply:
     """Renew the lease and record progress, fenced in one UPDATE; the reply carries cancellation."""
     now = _now(now)
-    values: dict[str, Any] = {"lease_expires_at": now + policy.lease_seconds, "updated_at": now,
-                              "confirmed_at": sa.func.coalesce(Job.confirmed_at, now)}
-    values.update({k: v for k, v in beat.to_dict().items() if v is not None})
-    stmt = (sa.update(Job).where(Job.id == job_id, Job.lease_token == (token or ""),
-                                 Job.status == RUNNING)
-            .values(**values).returning(Job.cancel_requested))
+    params = {"p_id": job_id, "p_token": token or "", "p_now": now,
+              "p_expires": now + policy.lease_seconds,
+              **{f"p_{name}": getattr(beat, name) for name in statements.HEARTBEAT_FIELDS}}
     try:
-        cancel = session.execute(stmt).scalar()
+        cancel = session.execute(statements.heartbeat(), params).scalar()
         if cancel is None:
             raise _refusal(session, job_id, token)
         session.commit()

@@ -205,6 +205,9 @@ UPLOAD_QUERY: Schema = {"type": "object", "properties": {
     "key": {"type": "string", "pattern": direct.TOKEN_PATTERN, "description": "the upload slot's key"},
     "upload_id": {"type": "string", "pattern": direct.TOKEN_PATTERN},
     "size": {"type": "string", "pattern": direct.SIZE_PATTERN, "description": "bytes (with key)"},
+    "next": {"type": "string", "enum": list(v.BOOL_SPELLINGS), "default": "0",
+             "description": "1 with final=1: claim this worker's next job in the same call (the "
+                            "reply's `next`)"},
 }}
 
 # --- worker protocol bodies (the dataclasses of shared.protocol) ---------------------------------
@@ -256,6 +259,11 @@ REDUB_REQUEST: Schema = {
                    "properties": {"index": _REDUB_LINE, "source_text": _REDUB_TEXT}}]}}}}
 
 # An edited summary (PUT /jobs/<id>/summary; shared.summary): limits are the MAX_SUMMARY_* defaults.
+SUMMARY_QUERY: Schema = {"type": "object", "properties": {
+    "language": _or_blank({**LANGUAGE, "description": "the summary in this language: the "
+                                                      "translation's (summary.<language>.json) "
+                                                      "or the source's (404: none in it)"}),
+}}
 _SUMMARY_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": r"\S"}
 _SECONDS: Schema = {"type": "number", "minimum": 0, "exclusiveMaximum": 10_000_000}
 _KEY_POINT: Schema = {"type": "object", "required": ["text"], "properties": {
@@ -339,7 +347,10 @@ FAIL_REPLY = _reply("the job after a failed attempt", job_id=JOB_ID, status=enum
 UPLOAD_REPLY = _reply("the stored artifact", artifact=ref("ArtifactInfo"),
                       status=enum_of(JobStatus),
                       repeated={"type": "boolean", "description": "the same upload again: "
-                                                                  "nothing was stored"})
+                                                                  "nothing was stored"},
+                      next={"oneOf": [ref("ClaimedJob"), {"type": "null"}],
+                            "description": "asked with next=1: the worker's next job, claimed"})
+UPLOAD_REPLY["required"] = ["artifact", "status", "repeated"]  # `next` only when asked
 _NUMBER: Schema = {"type": "number"}
 SUMMARY_REPLY = _reply(
     "the stored edit (`summary.edited.json`) and the artifacts written",
@@ -401,4 +412,4 @@ COMPONENTS: dict[str, Schema] = {
 # Objects whose properties are an operation's query parameters (coordinator.openapi expands them).
 QUERIES: dict[str, Schema] = {"SubmitQuery": SUBMIT_QUERY, "ListQuery": LIST_QUERY,
                               "NextQuery": NEXT_QUERY, "UploadQuery": UPLOAD_QUERY,
-                              "SearchQuery": SEARCH_QUERY}
+                              "SearchQuery": SEARCH_QUERY, "SummaryQuery": SUMMARY_QUERY}

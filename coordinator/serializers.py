@@ -15,7 +15,7 @@ from .models import Artifact, Job
 from .policy import QueuePolicy
 from .queries import queue_position, queue_positions, visible_artifacts_of
 from .state import get_state
-from .workers import online_capabilities, waiting_for
+from .workers import waiting_for
 
 _TIMES = ("created_at", "started_at", "finished_at", "updated_at")
 
@@ -68,7 +68,7 @@ def view_context(session: Session, page: Sequence[Job]) -> ViewContext:
     queued = any(job.status == "queued" for job in page)
     return ViewContext(positions=queue_positions(session, page),
                        artifacts=visible_artifacts_of(session, page),
-                       workers=online_capabilities(session, window) if queued else [])
+                       workers=get_state().workers.online(session, window) if queued else [])
 
 
 def job_view(session: Session, job: Job, context: ViewContext | None = None) -> dict[str, Any]:

@@ -54,6 +54,25 @@ def claim_one() -> sa.Update:
 
 
 @functools.lru_cache(maxsize=None)
+def heartbeat() -> sa.Update:
+    """UPDATE jobs SET <renewed lease>, stage/progress/message/eta_seconds = COALESCE(:p_x, x)
+    WHERE id = :p_id AND lease_token = :p_token AND status = 'running' RETURNING cancel_requested
+    (a field the beat leaves out, bound as NULL, keeps its value)."""
+    def keep(name: str) -> sa.ColumnElement:
+        return sa.func.coalesce(sa.bindparam(f"p_{name}", type_=_T[name].type), _T[name])
+
+    return (sa.update(Job.__table__)
+            .where(_T.id == sa.bindparam("p_id"), _T.lease_token == sa.bindparam("p_token"), _T.status == RUNNING)
+            .values(lease_expires_at=sa.bindparam("p_expires"), updated_at=sa.bindparam("p_now"),
+                    confirmed_at=sa.func.coalesce(_T.confirmed_at, sa.bindparam("p_now")),
+                    **{name: keep(name) for name in HEARTBEAT_FIELDS})
+            .returning(_T.cancel_requested))
+
+
+HEARTBEAT_FIELDS = ("stage", "progress", "message", "eta_seconds")
+
+
+@functools.lru_cache(maxsize=None)
 def peek_next() -> sa.Select:
     """SELECT the job claim_next would take, without locking or changing it."""
     return sa.select(Job).where(Job.id == _pick(lock=False).scalar_subquery())

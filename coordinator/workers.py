@@ -18,13 +18,36 @@ from .validation import clean_text
 logger = logging.getLogger(__name__)
 
 
+# Seconds a process reuses the online workers' capabilities for job views' `waiting_for` (a
+# worker this process records drops the copy at once; another replica's, within this time).
+CAPABILITIES_CACHE_SECONDS = 1.0
+
+
 class WorkerRegistry:
-    """Records worker sessions, writing at most once per `min_interval` per session."""
+    """Records worker sessions, writing at most once per `min_interval` per session, and keeps a
+    short-lived copy of the online workers' capabilities."""
 
     def __init__(self, min_interval: float = 10.0):
         self.min_interval = min_interval
         self._last_write: dict[str, tuple[float, WorkerInfo | None]] = {}
         self._lock = threading.Lock()
+        self._online: tuple[float, float, list[dict]] | None = None  # (read at, window, caps)
+
+    def info_of(self, session_id: str) -> WorkerInfo | None:
+        """The capabilities this worker session last advertised to this process (None if unseen)."""
+        with self._lock:
+            entry = self._last_write.get(session_id)
+        return entry[1] if entry else None
+
+    def online(self, session: Session, window: float, now: float | None = None) -> list[dict]:
+        """`online_capabilities`, read at most once per CAPABILITIES_CACHE_SECONDS."""
+        now = time.time() if now is None else now
+        cached = self._online
+        if cached is not None and cached[1] == window and 0 <= now - cached[0] < CAPABILITIES_CACHE_SECONDS:
+            return cached[2]
+        caps = online_capabilities(session, window, now)
+        self._online = (now, window, caps)
+        return caps
 
     def _due(self, session_id: str, now: float, info: WorkerInfo | None) -> bool:
         """True when this session's row should be written now (new capabilities, or stale)."""
@@ -48,6 +71,8 @@ class WorkerRegistry:
         try:
             session.execute(_upsert(session, session_id, info, now))
             session.commit()
+            if info is not None:
+                self._online = None  # new or changed capabilities: views read them again
         except SQLAlchemyError as exc:
             session.rollback()
             logger.warning("could not record worker session %s: %s", session_id, exc)

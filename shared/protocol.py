@@ -5,8 +5,9 @@ never imports the coordinator.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, Mapping
 
@@ -126,8 +127,10 @@ class _Wire:
     """Mixin: dict conversion that ignores unknown keys (forward compatible)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return asdict(self)  # type: ignore[call-overload]
+        """Return a JSON-ready dict (shallow: the wire fields hold no dataclasses, and a dict
+        field is copied one level, which spares asdict's deep copy on every hot-path reply)."""
+        return {name: dict(value) if isinstance(value, dict) else value
+                for name, value in ((f.name, getattr(self, f.name)) for f in fields(self))}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
@@ -158,7 +161,7 @@ class WorkerInfo(_Wire):
         info = super().from_dict(data)
         tuples = {k: tuple(str(x) for x in getattr(info, k)) for k in
                   ("kinds", "asr_models", "target_languages", "engines")}
-        return cls(**{**asdict(info), **tuples})
+        return dataclasses.replace(info, **tuples)
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,7 @@ class UploadSlot(_Wire):
     def from_dict(cls, data: Mapping[str, Any]) -> "UploadSlot":
         """Build from JSON, turning the URL list into a tuple."""
         slot = super().from_dict(data)
-        return cls(**{**asdict(slot), "urls": tuple(str(u) for u in slot.urls)})
+        return dataclasses.replace(slot, urls=tuple(str(u) for u in slot.urls))
 
 
 @dataclass(frozen=True)

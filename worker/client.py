@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import requests
 
@@ -102,6 +103,7 @@ class CoordinatorClient:
         self.allow_private_urls = allow_private_urls
         self.max_source_bytes = max_source_bytes
         self.last_retry_after: float | None = None
+        self.handover: ClaimedJob | None = None  # the next job a completing upload brought back
         self._sleep = sleep
         self._local = threading.local()
         self._idle: list[requests.Session] = []
@@ -123,7 +125,7 @@ class CoordinatorClient:
         return session
 
     def _new_session(self) -> requests.Session:
-        session = requests.Session()
+        session = _Session()
         session.headers.update({API_KEY_HEADER: self.api_key, WORKER_SESSION_HEADER: self.session_id,
                                 "User-Agent": "dubfleet-worker/1"})
         return session
@@ -291,18 +293,21 @@ class CoordinatorClient:
                       content_type: str = "application/octet-stream",
                       check: Check | None = None, on_progress: OnProgress | None = None,
                       sha256: str | None = None,
-                      detected_language: str | None = None) -> ArtifactInfo:
+                      detected_language: str | None = None, claim_next: bool = False) -> ArtifactInfo:
         """Stream `path` as artifact `name`; retries transient failures; 409 → LeaseLost.
 
-        `final=True` completes the job with this artifact as the main result in the same call.
+        `final=True` completes the job with this artifact as the main result in the same call;
+        with `claim_next` that call also claims this worker's next job, kept in `handover`.
         """
         sha = sha256 or file_sha256(path)
         if job.direct_upload:
             request = SlotRequest(name=name, size=path.stat().st_size, sha256=sha,
                                   content_type=content_type)
             return self._upload_direct(job, path, request, final, check, on_progress,
-                                       detected_language)
+                                       detected_language, claim_next)
         params = {"name": name, "final": int(bool(final)), "content_type": content_type}
+        if final and claim_next:
+            params["next"] = 1
         if final and detected_language:
             params["detected_language"] = detected_language
         headers = {**self._lease_headers(job), SHA256_HEADER: sha,
@@ -314,6 +319,7 @@ class CoordinatorClient:
                                     self.max_rate) as body:
                     resp = self._request("POST", url, params=params, data=body, headers=headers,
                                          timeout=(10.0, max(self.timeout, 120.0)))
+                self._keep_handover(resp)
                 return _artifact_from(resp, name, path, sha)
             except CoordinatorUnavailable as exc:
                 self._retry_pause(exc, attempt, f"upload of {name}")
@@ -323,7 +329,7 @@ class CoordinatorClient:
 
     def _upload_direct(self, job: ClaimedJob, path: Path, request: SlotRequest, final: bool,
                        check: Check | None, on_progress: OnProgress | None,
-                       detected_language: str | None) -> ArtifactInfo:
+                       detected_language: str | None, claim_next: bool = False) -> ArtifactInfo:
         """Put `path` into object storage with presigned URLs, then have the coordinator verify
         and publish it (the fenced upload call, naming the key instead of sending bytes)."""
         for attempt in range(2):  # other bytes than declared reached the store: send again once
@@ -335,7 +341,7 @@ class CoordinatorClient:
             except TransientTransferError as exc:
                 raise CoordinatorUnavailable(f"upload of {request.name} to object storage: {exc}") from exc
             try:
-                return self._publish(job, slot, request, path, final, detected_language)
+                return self._publish(job, slot, request, path, final, detected_language, claim_next)
             except CoordinatorError as exc:
                 _raise_upload_error(exc, attempt, 2)
         raise CoordinatorUnavailable(f"upload of {request.name} failed twice")
@@ -350,7 +356,7 @@ class CoordinatorClient:
         raise CoordinatorUnavailable(f"no upload slot for {request.name}")
 
     def _publish(self, job: ClaimedJob, slot: UploadSlot, request: SlotRequest, path: Path,
-                 final: bool, detected_language: str | None) -> ArtifactInfo:
+                 final: bool, detected_language: str | None, claim_next: bool = False) -> ArtifactInfo:
         """upload-result naming the stored object; retried as is (the bytes stay in the store)."""
         params: dict[str, Any] = {"name": request.name, "final": int(bool(final)), "key": slot.key,
                                   "content_type": request.content_type, "size": request.size}
@@ -358,16 +364,31 @@ class CoordinatorClient:
             params["upload_id"] = slot.upload_id
         if final and detected_language:
             params["detected_language"] = detected_language
+        if final and claim_next:
+            params["next"] = 1
         headers = {**self._lease_headers(job), SHA256_HEADER: request.sha256}
         url = self.url(Routes.UPLOAD_RESULT, job_id=job.job_id)
         timeout = (10.0, max(self.timeout, 120.0) + request.size * VERIFY_SECONDS_PER_BYTE)
         for attempt in range(self.attempts):
             try:
                 resp = self._request("POST", url, params=params, headers=headers, timeout=timeout)
+                self._keep_handover(resp)
                 return _artifact_from(resp, request.name, path, request.sha256)
             except CoordinatorUnavailable as exc:
                 self._retry_pause(exc, attempt, f"publishing {request.name}")
         raise CoordinatorUnavailable(f"publishing {request.name} failed after {self.attempts} tries")
+
+    def _keep_handover(self, resp: requests.Response) -> None:
+        """Keep the next job a completing upload's reply carries (claim-on-complete)."""
+        data = resp.json() if resp.content else {}
+        nxt = data.get("next") if isinstance(data, dict) else None
+        if isinstance(nxt, dict) and nxt.get("job_id"):
+            self.handover = ClaimedJob.from_dict(nxt)
+
+    def take_handover(self) -> ClaimedJob | None:
+        """The job handed over by the last completing upload (once), else None."""
+        job, self.handover = self.handover, None
+        return job
 
     def _retry_pause(self, exc: CoordinatorUnavailable, attempt: int, what: str) -> None:
         """Sleep before another try of `what`, or re-raise when the tries are used up."""
@@ -377,6 +398,29 @@ class CoordinatorClient:
         logger.warning("%s failed (try %d/%d), again in %.1fs: %s", what, attempt + 1,
                        self.attempts, delay, exc)
         self._sleep(delay)
+
+
+class _Session(requests.Session):
+    """A requests session that reads the proxy and CA-bundle environment once per scheme and
+    host instead of on every request (os.environ is scanned for proxies each time otherwise:
+    about 1 ms of a small job's 2 requests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._env_settings: dict[tuple[str, str, Any], dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[override]
+        """requests' merge, cached for the calls that pass no settings of their own."""
+        if proxies or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, stream)
+        settings = self._env_settings.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if len(self._env_settings) < 256:
+                self._env_settings[key] = settings
+        return {**settings, "proxies": dict(settings["proxies"])}
 
 
 def _artifact_from(resp: requests.Response, name: str, path: Path, sha: str) -> ArtifactInfo:

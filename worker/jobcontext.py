@@ -72,10 +72,11 @@ class LiveJobContext:
         self.upload(output)
 
     def upload(self, output: OutputFile, final: bool = False,
-               detected_language: str | None = None) -> bool:
+               detected_language: str | None = None, claim_next: bool = False) -> bool:
         """Upload one output unless the same content was already published under its name.
 
-        Returns False when it was skipped (already uploaded). `final` completes the job.
+        Returns False when it was skipped (already uploaded). `final` completes the job, and
+        with `claim_next` also claims the worker's next job (the client's `handover`).
         """
         self.check()
         sha = file_sha256(output.path)
@@ -85,7 +86,8 @@ class LiveJobContext:
         self.client.upload_result(self.job, output.path, output.name, final=final,
                                   content_type=output.content_type, check=self.check,
                                   on_progress=self.transfer_progress(f"uploading {output.name}"),
-                                  sha256=sha, detected_language=detected_language)
+                                  sha256=sha, detected_language=detected_language,
+                                  claim_next=claim_next)
         self.published[output.name] = sha
         return True
 

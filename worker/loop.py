@@ -61,6 +61,7 @@ class Worker:
         self.jobs_done = 0
         self.outcomes: list[tuple[str, str]] = []
         self.current: ClaimedJob | None = None
+        self._max_jobs: int | None = None
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._wakeup = threading.Event()
@@ -118,19 +119,34 @@ class Worker:
         logger.info("worker %s (session %s) starting: kinds=%s burst=%s max_jobs=%s",
                     self.info.worker_id, self.info.session_id, ",".join(self.info.kinds),
                     burst, max_jobs)
+        self._max_jobs = max_jobs
         with self._signal_handlers(install_signals):
             while not self._stop.is_set():
                 if max_jobs is not None and self.jobs_done >= max_jobs:
                     logger.info("ran %d job(s): max-jobs reached", self.jobs_done)
                     break
-                got = self._poll(burst)
+                got = self._handed_over() or self._poll(burst)
                 if got == EMPTY and burst:
                     logger.info("queue empty: burst finished after %d job(s)", self.jobs_done)
                     break
                 if isinstance(got, ClaimedJob):
                     self._take(got)
+        handed = self._handed_over()
+        if handed is not None:  # a stop came after the completing upload brought it
+            self._take(handed)
         logger.info("worker %s stopped after %d job(s)", self.info.worker_id, self.jobs_done)
         return self.jobs_done
+
+    def _handed_over(self) -> ClaimedJob | None:
+        """The job the last completing upload claimed for us (claim-on-complete), if any."""
+        return self.client.take_handover()
+
+    def _wants_next(self) -> bool:
+        """Whether the completing upload should claim our next job too: not while stopping, and
+        not past max-jobs (the job being finished is not counted yet)."""
+        if self._stop.is_set():
+            return False
+        return self._max_jobs is None or self.jobs_done + 1 < self._max_jobs
 
     def _take(self, job: ClaimedJob) -> None:
         """Run a freshly claimed job, or hand it straight back if we are stopping."""
@@ -271,7 +287,8 @@ class Worker:
                 self._upload_with_retries(ctx, output)
         ctx.check()
         sent = self._upload_with_retries(ctx, main, final=True,
-                                         detected_language=result.detected_language)
+                                         detected_language=result.detected_language,
+                                         claim_next=self._wants_next())
         ctx.beat.stop()
         if not sent:
             self._with_retries(lambda: self.client.complete(ctx.job, result.main,
@@ -279,11 +296,12 @@ class Worker:
         logger.info("job %s: completed with %s", ctx.job.job_id, result.main)
 
     def _upload_with_retries(self, ctx: LiveJobContext, output: OutputFile, final: bool = False,
-                             detected_language: str | None = None) -> bool:
+                             detected_language: str | None = None, claim_next: bool = False) -> bool:
         """Upload one output, retrying outages while the lease holds (results stay on disk)."""
         for round_ in range(UPLOAD_ROUNDS):
             try:
-                return ctx.upload(output, final=final, detected_language=detected_language)
+                return ctx.upload(output, final=final, detected_language=detected_language,
+                                  claim_next=claim_next)
             except CoordinatorUnavailable as exc:
                 if round_ + 1 >= UPLOAD_ROUNDS:
                     raise

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from flask import Blueprint, Response, current_app, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from shared.protocol import (LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS, SHA256_HEADER, WORKER_SESSION_HEADER,
                              ArtifactInfo, KeyKind, Routes, WorkerInfo)
@@ -60,13 +61,18 @@ def _inline_input(row: Mapping[str, Any]) -> str | None:
     return base64.b64encode(data).decode("ascii") if len(data) == size else None
 
 
-def _claimed_reply(claimed: jobs.Claimed) -> Response:
-    """200 with the ClaimedJob (a small input inline)."""
+def _claimed_body(claimed: jobs.Claimed) -> dict[str, Any]:
+    """The ClaimedJob of a won claim (a small input inline), counted and logged."""
     body = claimed_job(claimed.job, claimed.lease_token, claimed.lease_expires_at, get_state().policy,
                        input_inline=_inline_input(claimed.job))
     get_state().metrics.claimed(body.job_id, body.kind)
     logger.info("job %s claimed by %s (attempt %s)", body.job_id, claimed.job["worker_id"], body.attempt)
-    return reply(body.to_dict())
+    return body.to_dict()
+
+
+def _claimed_reply(claimed: jobs.Claimed) -> Response:
+    """200 with the ClaimedJob (a small input inline)."""
+    return reply(_claimed_body(claimed))
 
 
 @bp.get(Routes.NEXT)
@@ -185,6 +191,7 @@ class _UploadArgs:
     content_type: str
     expected_sha256: str | None
     detected_language: str | None
+    claim_next: bool  # `next=1` on a completing upload: hand this worker its next job in the reply
 
 
 def _upload_args() -> _UploadArgs:
@@ -195,7 +202,8 @@ def _upload_args() -> _UploadArgs:
         final=parse_bool(request.args.get("final", "1"), "final"),
         content_type=parse_content_type(request.args.get("content_type")),
         expected_sha256=parse_sha256(request.headers.get(SHA256_HEADER)),
-        detected_language=parse_language(detected, "detected_language", False) if detected else None)
+        detected_language=parse_language(detected, "detected_language", False) if detected else None,
+        claim_next=parse_bool(request.args.get("next", "0"), "next"))
 
 
 def _upload_stream():
@@ -259,15 +267,36 @@ def upload_result(job_id: str) -> Response:
         state.storage.discard(received)
     if upload.replaced and upload.replaced != publisher.relpath:
         state.storage.remove(upload.replaced)
-    return _upload_reply(upload)
+    return _upload_reply(upload, args)
 
 
-def _upload_reply(upload: jobs.Upload) -> Response:
-    """The reply of an upload: the artifact as stored, the job's status, whether it was a repeat."""
+def _upload_reply(upload: jobs.Upload, args: _UploadArgs) -> Response:
+    """The reply of an upload: the artifact as stored, the job's status, whether it was a repeat,
+    and (asked with `next=1` by the upload that completed the job) the worker's next job."""
     search.on_upload(db.session, get_state().storage, request.view_args["job_id"], upload,
                      current_app.config["MAX_INDEXED_TRANSCRIPT_MB"] * 1024 * 1024)  # search index
-    return reply({"artifact": upload.artifact.to_dict(), "status": upload.status,
-                  "repeated": upload.repeated})
+    body: dict[str, Any] = {"artifact": upload.artifact.to_dict(), "status": upload.status,
+                            "repeated": upload.repeated}
+    if args.claim_next and args.final and upload.status == "completed":
+        body["next"] = _next_job()
+    return reply(body)
+
+
+def _next_job() -> dict[str, Any] | None:
+    """Claim-on-complete: this worker session's next job, claimed now with the capabilities its
+    last claim here advertised (one request per job instead of two for a busy worker); None when
+    nothing is claimable or this process has not seen the session claim (it then claims as
+    usual). The upload has committed already: a failure here only means no job is handed over."""
+    state = get_state()
+    info = state.workers.info_of(_session_header())
+    if info is None:
+        return None
+    try:
+        claimed = jobs.claim_next(db.session, info, state.policy, events=state.events)
+        return None if claimed is None else _claimed_body(claimed)
+    except SQLAlchemyError:
+        logger.exception("claim-on-complete for worker session %s failed; it will claim", info.session_id)
+        return None
 
 
 def _publish_staged(job_id: str, args: _UploadArgs) -> Response:
@@ -280,7 +309,7 @@ def _publish_staged(job_id: str, args: _UploadArgs) -> Response:
                             content_type=args.content_type, final=args.final,
                             detected_language=args.detected_language, events=state.events,
                             max_bytes=current_app.config["MAX_UPLOAD_BYTES"])
-    return _upload_reply(upload)
+    return _upload_reply(upload, args)
 
 
 @bp.post(Routes.UPLOAD_SLOT)

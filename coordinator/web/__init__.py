@@ -34,7 +34,22 @@ def _is_https(request: Request) -> bool:
 
 
 class WebSessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions with the `Secure` flag decided per request."""
+    """Flask's signed-cookie sessions with the `Secure` flag decided per request.
+
+    A request without the session cookie (every API and worker call) gets a fresh empty session
+    without building the signing serializer, a cost Flask otherwise pays on every request."""
+
+    def open_session(self, app: Flask, request: Request):  # type: ignore[override]
+        """The request's session; the cheap empty one when it sends no session cookie."""
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session, response) -> None:  # type: ignore[override]
+        """Set, refresh or delete the cookie; nothing at all for an untouched empty session."""
+        if not session and not session.modified and not session.accessed:
+            return
+        super().save_session(app, session, response)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         """SESSION_COOKIE_SECURE_MODE: always, never, or auto (when the request is HTTPS)."""

@@ -277,3 +277,46 @@ def test_worker_threads_reuse_idle_sessions():
     assert main is seen[0]  # taken from the idle ones
     client.close_all()
     assert client._idle == []
+
+
+# --- claim-on-complete ----------------------------------------------------------------------------
+
+def _finish(client, key: str, job: dict, query: str = "final=1&next=1"):
+    return client.post(f"/jobs/{job['job_id']}/upload-result?name=result&{query}", data=b"out",
+                       headers={**h(key, job["lease_token"]), "Content-Type": "application/octet-stream"})
+
+
+def test_completing_upload_hands_over_the_next_job(client, make_key):
+    ckey, wkey = make_key("client"), make_key("worker")
+    first, second = submit(client, ckey, b"one"), submit(client, ckey, b"two")
+    submit(client, ckey, b"not mine", query="kind=transcribe&target_language=en")
+    job = claim(client, wkey)
+    assert job["job_id"] == first
+    reply = _finish(client, wkey, job)
+    assert reply.status_code == 200 and reply.get_json()["status"] == "completed"
+    nxt = ClaimedJob.from_dict(reply.get_json()["next"])
+    assert nxt.job_id == second and nxt.lease_token != job["lease_token"]
+    assert base64.b64decode(nxt.input_inline) == b"two"  # inline, as a claim would send it
+    view = client.get(f"/jobs/{second}", headers=h(ckey)).get_json()
+    assert view["status"] == "running" and view["worker_id"] == "w1" and view["attempts"] == 1
+    last = _finish(client, wkey, nxt.to_dict())
+    assert last.get_json()["next"] is None  # only a transcribe job is left: not for an echo worker
+
+
+def test_next_is_only_for_a_completing_upload_of_a_known_session(client, make_key):
+    ckey, wkey = make_key("client"), make_key("worker")
+    for data in (b"a", b"b", b"c"):
+        submit(client, ckey, data)
+    job = claim(client, wkey)
+    partial = _finish(client, wkey, job, query="name=part&final=0&next=1")
+    assert partial.status_code == 200 and "next" not in partial.get_json()
+    plain = _finish(client, wkey, job, query="final=1")
+    assert "next" not in plain.get_json()
+    job = claim(client, wkey)
+    stranger = {**h(wkey, job["lease_token"]), "X-Worker-Session": "never-claimed-here",
+                "Content-Type": "application/octet-stream"}
+    reply = client.post(f"/jobs/{job['job_id']}/upload-result?name=result&final=1&next=1",
+                        data=b"out", headers=stranger)
+    assert reply.status_code == 200 and reply.get_json()["next"] is None
+    bad = _finish(client, wkey, claim(client, wkey), query="final=1&next=maybe")
+    assert bad.status_code == 422 and bad.get_json()["error"]

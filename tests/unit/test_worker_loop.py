@@ -35,6 +35,9 @@ class FakeCoordinator:
         self.upload_errors: list[Exception] = []
         self.claim_waits: list[float] = []
         self.last_retry_after: float | None = None
+        self.asked_next: list[str] = []
+        self.hand_over = False  # act as a coordinator that serves claim-on-complete
+        self.handover: ClaimedJob | None = None
         self._lock = threading.Lock()
 
     def add(self, job_id: str, data: bytes = b"payload", kind: str = "echo",
@@ -80,13 +83,21 @@ class FakeCoordinator:
 
     def upload_result(self, job: ClaimedJob, path: Path, name: str, *, final: bool = False,
                       content_type: str = "application/octet-stream", check=None,
-                      on_progress=None, sha256=None, detected_language=None):
+                      on_progress=None, sha256=None, detected_language=None, claim_next=False):
         self._record("upload_result", job.job_id, name, final, detected_language)
+        if claim_next:
+            self.asked_next.append(job.job_id)
+            if self.hand_over and final and self.queue:
+                self.handover = self.queue.pop(0)
         if job.job_id in self.lost:
             raise LeaseLost("409 lease_lost")
         if self.upload_errors:
             raise self.upload_errors.pop(0)
         self.uploads[(job.job_id, name)] = path.read_bytes()
+
+    def take_handover(self) -> ClaimedJob | None:
+        job, self.handover = self.handover, None
+        return job
 
     def complete(self, job: ClaimedJob, main_artifact: str, detected_language=None) -> dict:
         self._record("complete", job.job_id, main_artifact, detected_language)
@@ -473,3 +484,35 @@ def test_second_signal_cuts_the_long_poll_short(fake, make_worker):
 
     fake.claim = claim_forever
     assert worker.work(install_signals=False) == 0
+
+
+def test_a_completing_upload_hands_over_the_next_job(fake, make_worker):
+    """Claim-on-complete: the final upload asks for the next job and the loop runs the one it
+    brings back without a claim call of its own; the last upload before max-jobs does not ask."""
+    client = fake
+    client.hand_over = True
+    for n in range(4):
+        client.add(f"j{n}", f"data {n}".encode())
+    worker = make_worker()
+    assert worker.work(burst=True, max_jobs=3, install_signals=False) == 3
+    assert [c[0] for c in client.calls].count("claim") == 1  # the first job only
+    assert client.asked_next == ["j0", "j1"]  # j2 was the last one max-jobs allows
+    assert {k[0] for k in client.uploads} == {"j0", "j1", "j2"} and len(client.queue) == 1
+
+
+def test_a_job_handed_over_while_stopping_goes_back(fake, make_worker):
+    client = fake
+    client.hand_over = True
+    client.add("j0")
+    client.add("j1")
+    worker = make_worker()
+    original = client.upload_result
+
+    def upload_then_stop(*args, **kw):
+        result = original(*args, **kw)
+        worker.request_stop()  # the signal arrives after the reply brought j1
+        return result
+
+    client.upload_result = upload_then_stop
+    worker.work(install_signals=False)
+    assert client.call("release", "j1") and ("j1", "result") not in client.uploads
