@@ -310,20 +310,16 @@ class Upload:
     path: str | None = None  # the file the row points to now
 
 
-_ART = Artifact.__table__.c
-
-
 def _artifact_row(session: Session, job_id: str, run: int, name: str) -> sa.Row | None:
     """The artifact row (job, run, name), if any (a plain row: no ORM loading on the hot path)."""
-    return session.execute(sa.select(Artifact.__table__).where(
-        _ART.job_id == job_id, _ART.attempt == run, _ART.name == name)).first()
+    return session.execute(statements.artifact_row(), {"p_job": job_id, "p_run": run, "p_name": name}).first()
 
 
 def _locked_lease_row(session: Session, job_id: str, token: str | None) -> sa.Row:
     """Like `_locked_lease(allow_completed=True)`, as a plain row."""
     row = None
     if token:
-        row = session.execute(statements.leased_job().with_for_update(),
+        row = session.execute(statements.leased_job_locked(),
                               {"p_id": job_id, "p_token": token, "p_statuses": [RUNNING, COMPLETED]}).first()
     if row is None:
         raise _refusal(session, job_id, token)
@@ -333,23 +329,13 @@ def _locked_lease_row(session: Session, job_id: str, token: str | None) -> sa.Ro
 def _store_artifact(session: Session, row: sa.Row | None, info: ArtifactInfo, job_id: str, path: str,
                     now: float) -> None:
     """Insert the artifact row, or point the existing one at the new file."""
-    values = {"path": path, "size": info.size, "sha256": info.sha256, "content_type": info.content_type,
-              "created_at": now}
+    values = {"p_path": path, "p_size": info.size, "p_sha256": info.sha256, "p_content_type": info.content_type,
+              "p_created_at": now}
     if row is None:
-        session.execute(sa.insert(Artifact.__table__).values(job_id=job_id, attempt=info.attempt,
-                                                            name=info.name, **values))
+        session.execute(statements.artifact_insert(), {"p_job_id": job_id, "p_attempt": info.attempt,
+                                                       "p_name": info.name, **values})
     else:
-        session.execute(sa.update(Artifact.__table__).where(_ART.id == row.id).values(**values))
-
-
-def _completed_values(main_artifact: str, detected_language: str | None, now: float) -> dict[str, Any]:
-    """The columns `_complete` sets, for a Core UPDATE."""
-    values: dict[str, Any] = {"status": COMPLETED, "lease_expires_at": None, "updated_at": now,
-                              "eta_seconds": None, "finished_at": now, "main_artifact": main_artifact,
-                              "progress": 100.0, "stage": None, "error": None}
-    if detected_language:
-        values["detected_language"] = detected_language
-    return values
+        session.execute(statements.artifact_repoint(), {"p_id": row.id, **values})
 
 
 def artifact_info(row: Any) -> ArtifactInfo:
@@ -392,9 +378,9 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
     if job.cancel_requested:
         locked = _locked_lease(session, job_id, token)
         raise _cancel_instead(session, locked, f"upload of {info.name}", events, now)
-    values: dict[str, Any] = {"updated_at": now, "confirmed_at": job.confirmed_at or now}
+    touch = {"p_id": job_id, "p_now": now}
     if final:
-        values.update(_completed_values(info.name, detected_language, now))
+        touch.update(p_main=info.name, p_lang=detected_language)
     try:
         row = _artifact_row(session, job_id, info.attempt, info.name)
         repeated = row is not None and row.sha256 == info.sha256
@@ -402,7 +388,7 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
         if not repeated:
             replaced, path = path, publish()
         _store_artifact(session, row, info, job_id, path, now)
-        session.execute(sa.update(Job.__table__).where(Job.__table__.c.id == job_id).values(**values))
+        session.execute(statements.upload_touch(final), touch)
         if final:
             _events(events).job_ending(session, job_id, job.callback_url, COMPLETED)
         session.commit()

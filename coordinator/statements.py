@@ -7,10 +7,11 @@ import sqlalchemy as sa
 
 from shared.protocol import LANGUAGE_KINDS, JobStatus
 
-from .models import Job
+from .models import Artifact, Job
 
-QUEUED, RUNNING = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+QUEUED, RUNNING, COMPLETED = JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.COMPLETED.value
 _T = Job.__table__.c
+_A = Artifact.__table__.c
 
 # Columns set by a claim: a new lease, one more attempt, a new run (which scopes artifacts).
 _CLAIM_SET = {
@@ -94,3 +95,46 @@ def jobs_ahead() -> sa.Select:
                    sa.and_(_T.priority == prio,
                            sa.or_(_T.created_at < created, sa.and_(_T.created_at == created, _T.id < job_id))))
     return sa.select(sa.func.count()).select_from(Job.__table__).where(_T.status == QUEUED, ahead)
+
+
+@functools.lru_cache(maxsize=None)
+def leased_job_locked() -> sa.Select:
+    """`leased_job()` FOR UPDATE (PostgreSQL locks the row; SQLite holds the write lock)."""
+    return leased_job().with_for_update()
+
+
+@functools.lru_cache(maxsize=None)
+def artifact_row() -> sa.Select:
+    """SELECT the artifact row (:p_job, :p_run, :p_name)."""
+    return sa.select(Artifact.__table__).where(_A.job_id == sa.bindparam("p_job"), _A.attempt == sa.bindparam("p_run"),
+                                               _A.name == sa.bindparam("p_name"))
+
+
+ARTIFACT_FILE_COLUMNS = ("path", "size", "sha256", "content_type", "created_at")
+
+
+@functools.lru_cache(maxsize=None)
+def artifact_insert() -> sa.Insert:
+    """INSERT an artifact row (job_id, attempt, name and the file columns, bound by name)."""
+    return sa.insert(Artifact.__table__).values(
+        {name: sa.bindparam(f"p_{name}") for name in ("job_id", "attempt", "name", *ARTIFACT_FILE_COLUMNS)})
+
+
+@functools.lru_cache(maxsize=None)
+def artifact_repoint() -> sa.Update:
+    """UPDATE artifacts SET <file columns> WHERE id = :p_id (a re-upload of the same name)."""
+    return (sa.update(Artifact.__table__).where(_A.id == sa.bindparam("p_id"))
+            .values({name: sa.bindparam(f"p_{name}") for name in ARTIFACT_FILE_COLUMNS}))
+
+
+@functools.lru_cache(maxsize=None)
+def upload_touch(final: bool) -> sa.Update:
+    """UPDATE the job an upload belongs to: confirm its start and, with `final`, complete it with
+    :p_main as the main artifact (detected_language = COALESCE(:p_lang, detected_language))."""
+    values: dict = {"updated_at": sa.bindparam("p_now"), "confirmed_at": sa.func.coalesce(_T.confirmed_at, sa.bindparam("p_now"))}
+    if final:
+        values.update(status=COMPLETED, lease_expires_at=None, eta_seconds=None, finished_at=sa.bindparam("p_now"),
+                      main_artifact=sa.bindparam("p_main"), progress=100.0, stage=None, error=None,
+                      detected_language=sa.func.coalesce(sa.bindparam("p_lang", type_=_T.detected_language.type),
+                                                         _T.detected_language))
+    return sa.update(Job.__table__).where(_T.id == sa.bindparam("p_id")).values(values)
