@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import math
+import uuid
 from contextlib import closing
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
@@ -165,14 +166,21 @@ class S3Storage(Layout):
         """Store a dub's (already checked) subtitles next to its input."""
         return self._stream(self.subtitles_relpath(job_id), io.BytesIO(data), len(data))
 
-    def _stream(self, relpath: str, stream: BinaryIO, limit: int) -> StoredFile:
+    def write_artifact(self, job_id: str, run: int, name: str, data: bytes) -> StoredFile:
+        """Publish a small artifact the coordinator made itself (an edited summary) as a new
+        object of the run (one PUT; the same call as `Storage.write_artifact`)."""
+        relpath = self.artifact_relpath(job_id, run, name, uuid.uuid4().hex[:16])
+        return self._stream(relpath, io.BytesIO(data), len(data), allow_empty=True)
+
+    def _stream(self, relpath: str, stream: BinaryIO, limit: int,
+                allow_empty: bool = False) -> StoredFile:
         """One PUT when the body fits in a part, else a multipart upload, one part in memory."""
         reader = _Metered(stream, limit)
         part = max(STREAM_PART, math.ceil(limit / MAX_PARTS))
         first = reader.block(part)
         key = self.key(relpath)
         if len(first) < part:
-            check_upload(reader.size, reader.digest.hexdigest(), None, allow_empty=False)
+            check_upload(reader.size, reader.digest.hexdigest(), None, allow_empty=allow_empty)
             self._call("store the upload", self.client.put_object, Key=key, Body=first)
         else:
             self._stream_parts(key, reader, first, part)

@@ -197,6 +197,11 @@ class Storage(Layout):
         received = self.receive_artifact(job_id, run, stream, limit, expected_sha256)
         return self.publish_artifact(received, job_id, run, name)
 
+    def write_artifact(self, job_id: str, run: int, name: str, data: bytes) -> StoredFile:
+        """Publish a small artifact the coordinator made itself (an edited summary) as a new file
+        of the run; the same call on every store (`S3Storage.write_artifact`)."""
+        return self.save_artifact(job_id, run, name, io.BytesIO(data), len(data))
+
     def receive(self, folder: Path, stream: BinaryIO, limit: int, expected_sha256: str | None,
                 allow_empty: bool) -> Received:
         """Write to a fresh temp file in `folder`, check it and fsync it."""

@@ -1,8 +1,10 @@
 """The summary artifact of a media job (`summary.json` / `summary.md`): title, key points, chapters.
 
-Written by the worker (`worker.stages.summary`), edited by the owner through the coordinator
-(`PUT /jobs/<id>/summary` stores `summary.edited.json` / `.md`); both sides use these types, the
-Markdown rendering and the validation here, so the two files never disagree on their shape.
+Written by the worker (`worker.stages.summary`; also `summary.<target>.json` / `.md` for a job
+with a translation), edited by the owner through the coordinator (`PUT /jobs/<id>/summary`, with
+`?language=<target>` for the translation, stores `summary[.<target>].edited.json` / `.md`); both
+sides use these types, the Markdown rendering and the validation here, so the two files never
+disagree on their shape.
 """
 from __future__ import annotations
 
@@ -17,6 +19,32 @@ EDITED_JSON = "summary.edited.json"
 EDITED_MD = "summary.edited.md"
 FORMAT_VERSION = 1
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
+_TRANSLATED_JSON = re.compile(r"^summary\.([a-z]{2,3})\.json$")
+
+
+@dataclass(frozen=True)
+class SummaryFiles:
+    """The artifact names of one summary: the worker's JSON and Markdown, and the owner's edit.
+
+    The source summary is `summary.json`; a translated one `summary.<lang>.json`, edited as
+    `summary.<lang>.edited.json`."""
+
+    json: str
+    md: str
+    edited_json: str
+    edited_md: str
+
+    @classmethod
+    def of(cls, language: str = "") -> "SummaryFiles":
+        """The names of the source summary (no language) or of the one in `language`."""
+        base = f"summary.{language}" if language else "summary"
+        return cls(f"{base}.json", f"{base}.md", f"{base}.edited.json", f"{base}.edited.md")
+
+
+def translated_language(name: str) -> str | None:
+    """The language of a translated summary's artifact name (`summary.es.json` -> "es")."""
+    match = _TRANSLATED_JSON.fullmatch(name)
+    return match.group(1) if match else None
 
 
 class SummaryError(ValueError):

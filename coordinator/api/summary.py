@@ -20,20 +20,24 @@ from .common import read_json, reply, visible_job
 
 @client_bp.put(ROUTE)
 @documented("client", ok="SummaryReply", body="SummaryEdit", body_required=True,
-            errors=(409, 413, 422))
+            query="SummaryQuery", errors=(409, 413, 422))
 @require_key(KeyKind.CLIENT)
 def edit_summary(job_id: str) -> Response:
     """Store the owner's corrected title, key points and chapters beside the worker's summary
-    (as `summary.edited.json` and `summary.edited.md`)."""
+    (as `summary.edited.json` and `summary.edited.md`; with `?language=<target>`, of the
+    translated summary, as `summary.<target>.edited.json` and `.md`)."""
     principal = current_principal()
     job = visible_job(job_id, principal)
     limit = int(current_app.config["MAX_SUMMARY_BYTES"])
     if (request.content_length or 0) > limit:
         raise PayloadTooLarge(f"a summary is limited to {limit} bytes (MAX_SUMMARY_BYTES)")
+    language = summaries.check_language(request.args.get("language"))
     edit = summaries.parse_edit(read_json(required=True), current_app.config)
     storage = get_state().storage
-    stored = summaries.merge(edit, summaries.original(db.session, storage, job))
-    names = summaries.save(db.session, storage, job, stored)
+    files, base = summaries.original(db.session, storage, job, language)
+    stored = summaries.merge(edit, base)
+    names = summaries.save(db.session, storage, job, stored, files)
     audit.record(db.engine, "summary_edit", audit.Actor(principal.key_id, principal.name), job.id,
-                 f"points={len(stored.key_points)} chapters={len(stored.chapters)}")
+                 f"language={stored.language or '-'} points={len(stored.key_points)} "
+                 f"chapters={len(stored.chapters)}")
     return reply({"summary": stored.to_dict(), "artifacts": names})

@@ -8,6 +8,8 @@ from werkzeug.wrappers import Response
 
 from shared.languages import LANGUAGES
 from shared.protocol import JobKind, JobStatus, Routes
+from shared.summary import ROUTE as SUMMARY_ROUTE
+from shared.summary import SummaryFiles, translated_language
 
 from .. import queries
 from ..api.common import read_view, visible_job
@@ -85,6 +87,32 @@ def _player(view: dict[str, Any], has_input: bool) -> dict[str, Any] | None:
     return {"src": main["url"], "original": original, "tracks": tracks}
 
 
+def _summary_tab(view: dict[str, Any], urls: dict[str, str], translation: str) -> dict[str, Any]:
+    """One summary of the job page (the source's when `translation` is ""): what its tab loads,
+    where an edit is saved and what *Export Markdown* downloads."""
+    files = SummaryFiles.of(translation)
+    source = view.get("detected_language") or view.get("source_language") or ""
+    code = translation or (source if source in LANGUAGES else "")  # not "auto": unknown
+    role = "translation" if translation else "original"
+    label = f"{LANGUAGES.get(code, code)} ({role})" if code else "Original"
+    save = Routes.fill(SUMMARY_ROUTE, job_id=view["job_id"])
+    return {"language": code, "label": label,
+            "url": urls.get(files.edited_json) or urls[files.json],
+            "md_url": urls.get(files.edited_md) or urls.get(files.md) or "",
+            "save_url": f"{save}?language={translation}" if translation else save,
+            "export_url": Routes.fill(Routes.JOB_ARTIFACT, job_id=view["job_id"],
+                                      name=files.edited_md)}
+
+
+def _summaries(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's summaries: the source's first, then each translation's (`summary.<xx>.json`)."""
+    urls = {a["name"]: a["url"] for a in view["artifacts"]}
+    if SummaryFiles.of().json not in urls:
+        return []
+    translations = sorted(filter(None, map(translated_language, urls)))
+    return [_summary_tab(view, urls, language) for language in ["", *translations]]
+
+
 @bp.get(f"{PREFIX}/jobs/<job_id>")
 @signed_in
 @read_view
@@ -97,6 +125,7 @@ def job(job_id: str) -> Response:
     return page("job.html", job=view, player=_player(view, has_input), terminal=TERMINAL,
                 transcript_url=artifacts.get("transcript.json"),
                 report_url=artifacts.get("dub_report.json"), flag_labels=FLAG_LABELS,
+                summaries=_summaries(view),
                 redub_url=Routes.fill(Routes.JOB_REDUB, job_id=row.id),
                 can_edit=view["status"] == JobStatus.COMPLETED.value and "dub_report.json" in artifacts,
                 settings=_settings())

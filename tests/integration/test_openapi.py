@@ -37,7 +37,8 @@ EXAMPLES = 50  # per operation and phase: the run stays within about a minute on
 # - a re-dub (422): the job must be a dub and each edited index one of its lines; a text of
 #   blanks only is empty.
 # - a job's input (416): a Range past the end of the stored file, or several ranges at once.
-# - an edited summary (422): chapters in order (none starts before the previous one ends).
+# - an edited summary (422): chapters in order (none starts before the previous one ends), and
+#   a body `language` (if any) that is the chosen summary's.
 CROSS_FIELD_RULES = {("POST", "/jobs"): ("422",), ("POST", "/upload-async"): ("422",),
                      ("POST", "/jobs/{job_id}/upload-result"): ("400", "422"),
                      ("POST", "/jobs/{job_id}/redub"): ("422",),

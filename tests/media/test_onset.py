@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shared.protocol import ClaimedJob
 from tests.media.conftest import LIBRIVOX, ffmpeg
+from tests.media.jobctx import RecordingContext
 
 pytestmark = pytest.mark.media
 
@@ -102,35 +102,13 @@ def _voice_onset(voice: np.ndarray, near: float, window: float = 1.0) -> float |
     return min(starts, key=lambda t: abs(t - near), default=None)
 
 
-class _Ctx:
-    """The slice of JobContext the pipeline uses."""
-
-    def __init__(self, work_dir: Path):
-        self.job = ClaimedJob(job_id="onset", kind="dub", lease_token="t", lease_expires_at=0,
-                              attempt=1, max_attempts=1, heartbeat_interval=10,
-                              source_language="en", target_language="es",
-                              options={"keep_original": False})
-        self.work_dir = work_dir
-
-    def stage(self, stage, message=None):
-        pass
-
-    def progress(self, percent, message=None, eta_seconds=None):
-        pass
-
-    def check(self):
-        pass
-
-    def publish(self, output):
-        pass
-
-
 @pytest.fixture(scope="module")
 def dubbed(talk, tmp_path_factory):
     from worker.stages.pipeline import MediaPipeline
 
     work = tmp_path_factory.mktemp("onset-job")
-    result = MediaPipeline("dub").run(_Ctx(work), talk.video)
+    ctx = RecordingContext(work, "dub", {"keep_original": False}, job_id="onset")
+    result = MediaPipeline("dub").run(ctx, talk.video)
     files = {o.name: o.path for o in result.outputs}
     report = json.loads(Path(files["dub_report.json"]).read_text())
     return SimpleNamespace(voice=_track(files["dubbed_video.mp4"]), report=report)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.protocol import ClaimedJob
+from tests.media.jobctx import RecordingContext
 from worker.stages.types import Segment
 
 pytestmark = pytest.mark.media
@@ -29,7 +29,7 @@ def embedder():
     return shared_embedder()
 
 
-def _timed(lines: list[str], seconds: float = 5.0) -> list[Segment]:
+def timed(lines: list[str], seconds: float = 5.0) -> list[Segment]:
     """Lines as consecutive segments of `seconds` each (synthetic times)."""
     return [Segment(i, i * seconds, (i + 1) * seconds - 0.3, text) for i, text in enumerate(lines)]
 
@@ -48,7 +48,7 @@ def _check_shape(found, duration: float, text: str) -> None:
 def test_talk_summary_has_topic_chapters(embedder):
     from worker.stages.summary import summarize
 
-    segments = _timed(TALK)
+    segments = timed(TALK)
     duration = len(TALK) * 5.0
     [found] = summarize(segments, duration, "en", embedder)
     _check_shape(found, duration, " ".join(TALK))
@@ -60,7 +60,7 @@ def test_librivox_passage_in_english_and_spanish(embedder):
     from worker.stages.summary import summarize
 
     source, spanish = LIBRIVOX["source"], LIBRIVOX["ref_a"]
-    segments = _timed(source, 4.0)
+    segments = timed(source, 4.0)
     duration = len(source) * 4.0
     found, translated = summarize(segments, duration, "en", embedder,
                                   {i: text for i, text in enumerate(spanish)}, "es")
@@ -70,33 +70,10 @@ def test_librivox_passage_in_english_and_spanish(embedder):
     assert [c.start for c in translated.chapters] == [c.start for c in found.chapters]
 
 
-class _Ctx:
-    """The slice of JobContext the pipeline uses (published artifacts recorded)."""
-
-    def __init__(self, work_dir: Path, options: dict):
-        self.job = ClaimedJob(job_id="summary", kind="transcribe", lease_token="t",
-                              lease_expires_at=0, attempt=1, max_attempts=1, heartbeat_interval=10,
-                              source_language="en", options=options)
-        self.work_dir = work_dir
-        self.published: list[str] = []
-
-    def stage(self, stage, message=None):
-        pass
-
-    def progress(self, percent, message=None, eta_seconds=None):
-        pass
-
-    def check(self):
-        pass
-
-    def publish(self, output):
-        self.published.append(output.name)
-
-
 def test_transcribe_job_yields_summary_artifacts(embedder, speech_video, tmp_path):
     from worker.stages.pipeline import MediaPipeline
 
-    ctx = _Ctx(tmp_path, {})
+    ctx = RecordingContext(tmp_path, "transcribe", job_id="summary")
     result = MediaPipeline("transcribe").run(ctx, speech_video)
     files = {o.name: o.path for o in result.outputs}
     assert {"summary.json", "summary.md"} <= set(files) and "summary.md" in ctx.published
@@ -109,5 +86,6 @@ def test_transcribe_job_yields_summary_artifacts(embedder, speech_video, tmp_pat
     assert Path(files["summary.md"]).read_text().startswith("# ")
 
     (tmp_path / "off").mkdir()
-    off = MediaPipeline("transcribe").run(_Ctx(tmp_path / "off", {"summary": False}), speech_video)
+    off_ctx = RecordingContext(tmp_path / "off", "transcribe", {"summary": False})
+    off = MediaPipeline("transcribe").run(off_ctx, speech_video)
     assert "summary.json" not in {o.name for o in off.outputs}

@@ -127,6 +127,20 @@ def s3_app(app_factory, monkeypatch):
         yield app_factory(STORAGE_URL=f"s3://{BUCKET}/pre", S3_PART_SIZE_MB=5, MAX_UPLOAD_MB=20)
 
 
+def test_both_stores_write_the_coordinators_own_artifacts_alike(s3_app, tmp_path):
+    """`write_artifact` (an edited summary) is one public call on the disk and the bucket store."""
+    local = Storage(tmp_path / "data")
+    local.prepare()
+    for store in (local, get_state(s3_app).storage):
+        stored = store.write_artifact(JOB, 2, "summary.edited.md", b"# Edited\n")
+        assert stored.relpath.startswith(f"artifacts/{JOB}/a2/summary.edited.md~")
+        assert (stored.size, stored.sha256) == (9, hashlib.sha256(b"# Edited\n").hexdigest())
+        assert store.read_bytes(stored.relpath, 100) == b"# Edited\n"
+        again = store.write_artifact(JOB, 2, "summary.edited.md", b"")  # a new file each time
+        assert again.relpath != stored.relpath and again.size == 0
+        assert store.read_bytes(stored.relpath, 100) == b"# Edited\n"
+
+
 def test_inputs_stream_into_the_bucket_and_workers_get_urls(s3_app):
     client, keys, store = s3_app.test_client(), keys_of(s3_app), get_state(s3_app).storage
     data = bytes(range(256)) * (40 * 1024 + 7)  # 10 MiB and a bit: two parts of the input stream

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shared.summary import EDITED_JSON, EDITED_MD, SUMMARY_JSON
+from shared.summary import EDITED_JSON, EDITED_MD, SUMMARY_JSON, SummaryFiles
 
 ORIGINAL = {"version": 1, "title": "Rivers", "language": "en", "duration": 120.0,
             "method": "extractive",
@@ -16,14 +16,22 @@ ORIGINAL = {"version": 1, "title": "Rivers", "language": "en", "duration": 120.0
                            {"text": "Lag time helps.", "start": 90.0, "end": 93.0}],
             "chapters": [{"start": 0.0, "end": 45.0, "title": "Where rivers come from"},
                          {"start": 45.0, "end": 120.0, "title": "Floods"}], "notes": []}
+SPANISH = {**ORIGINAL, "title": "Ríos", "language": "es",
+           "key_points": [{"text": "Los ríos nacen de la lluvia.", "start": 3.0, "end": 6.0},
+                          {"text": "Las ciudades se inundan rápido.", "start": 50.0, "end": 53.0},
+                          {"text": "El tiempo de retardo ayuda.", "start": 90.0, "end": 93.0}],
+           "chapters": [{"start": 0.0, "end": 45.0, "title": "De dónde vienen los ríos"},
+                        {"start": 45.0, "end": 120.0, "title": "Inundaciones"}]}
 
 
 def h(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-def _completed_job(app, client, key: str, with_summary: bool = True) -> str:
-    """A transcribe job, made completed with a stored summary.json as a worker would leave it."""
+def _completed_job(app, client, key: str, with_summary: bool = True,
+                   translated: bool = False) -> str:
+    """A transcribe job, made completed with a stored summary.json (and summary.es.json when
+    `translated`) as a worker would leave it."""
     from coordinator.extensions import db
     from coordinator.models import Artifact, Job
     from coordinator.state import get_state
@@ -37,6 +45,8 @@ def _completed_job(app, client, key: str, with_summary: bool = True) -> str:
         names = {"transcript.json": b"{}"}
         if with_summary:
             names[SUMMARY_JSON] = json.dumps(ORIGINAL).encode()
+        if translated:
+            names["summary.es.json"] = json.dumps(SPANISH).encode()
         for name, data in names.items():
             stored = get_state().storage.save_artifact(job_id, 1, name, io.BytesIO(data), 1 << 20)
             db.session.add(Artifact(job_id=job_id, attempt=1, name=name, size=stored.size,
@@ -140,3 +150,39 @@ def test_jobs_without_a_summary_are_409(app, client, ckey):
     queued = client.post("/jobs?kind=transcribe", data=b"x", headers={
         **h(ckey), "Content-Type": "application/octet-stream"}).get_json()["job_id"]
     assert client.put(f"/jobs/{queued}/summary", json=_edit(), headers=h(ckey)).status_code == 409
+
+
+def test_the_translated_summary_is_edited_with_its_language(app, client, ckey):
+    job_id = _completed_job(app, client, ckey, translated=True)
+    spanish = SummaryFiles.of("es")
+    body = {**SPANISH, "title": "Cómo funcionan los ríos", "language": ""}
+    reply = client.put(f"/jobs/{job_id}/summary?language=es", json=body, headers=h(ckey))
+    assert reply.status_code == 200, reply.get_json()
+    saved = reply.get_json()
+    assert saved["artifacts"] == [spanish.edited_json, spanish.edited_md]
+    assert saved["summary"]["language"] == "es" and saved["summary"]["method"] == "edited"
+    view = client.get(f"/jobs/{job_id}", headers=h(ckey)).get_json()
+    names = {a["name"]: a["url"] for a in view["artifacts"]}
+    assert EDITED_JSON not in names  # the source summary is not touched
+    assert client.get(names["summary.es.json"], headers=h(ckey)).get_json()["title"] == "Ríos"
+    markdown = client.get(names[spanish.edited_md], headers=h(ckey)).get_data(as_text=True)
+    assert markdown.startswith("# Cómo funcionan los ríos\n") and "Inundaciones" in markdown
+
+    source = client.put(f"/jobs/{job_id}/summary?language=en", json=_edit(title="Rivers, edited"),
+                        headers=h(ckey))  # the source's own language names the source summary
+    assert source.status_code == 200 and source.get_json()["artifacts"] == [EDITED_JSON, EDITED_MD]
+
+
+@pytest.mark.parametrize("query, body, status, field", [
+    ("language=fr", SPANISH, 404, None),  # a language the job has no summary in
+    ("language=zz", SPANISH, 422, "language"),  # not a language code
+    ("language=ES", SPANISH, 422, "language"),
+    ("language=es", ORIGINAL, 422, "language"),  # the body says en: not this summary's language
+])
+def test_unknown_languages_are_404_or_422(app, client, ckey, query, body, status, field):
+    job_id = _completed_job(app, client, ckey, translated=True)
+    reply = client.put(f"/jobs/{job_id}/summary?{query}", json=body, headers=h(ckey))
+    assert reply.status_code == status, reply.get_json()
+    assert reply.get_json().get("field") == field
+    if status == 404:
+        assert "en, es" in reply.get_json()["message"]  # the summaries it does have
