@@ -140,7 +140,21 @@ def claim_next(session: Session, worker: WorkerInfo, policy: QueuePolicy,
     if not worker.kinds:
         return None
     params = {**_claim_params(worker, policy, _now(now)), **_capability_params(worker)}
-    return _run_claim(session, statements.claim_next(is_postgres(session)), params, events)
+    postgres = is_postgres(session)
+    if not postgres and not _claimable(session, params):
+        return None
+    return _run_claim(session, statements.claim_next(postgres), params, events)
+
+
+def _claimable(session: Session, params: dict[str, Any]) -> bool:
+    """SQLite: whether any job is claimable for these capabilities, read without the write lock.
+    An idle worker's claim (and every long-poll re-check) then never queues behind the writers;
+    a job that arrives after this read wakes the long poll, which claims again."""
+    with read_only():
+        try:
+            return session.execute(statements.claimable(), params).first() is not None
+        finally:
+            session.rollback()
 
 
 def claim_specific(session: Session, job_id: str, worker: WorkerInfo, policy: QueuePolicy,

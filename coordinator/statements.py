@@ -47,6 +47,12 @@ def claim_next(postgres: bool) -> sa.Update:
 
 
 @functools.lru_cache(maxsize=None)
+def claimable() -> sa.Select:
+    """SELECT the id claim_next would take, without locking or changing it (a cheap pre-check)."""
+    return _pick(lock=False)
+
+
+@functools.lru_cache(maxsize=None)
 def claim_one() -> sa.Update:
     """UPDATE jobs SET <lease> WHERE id = :p_id AND status = 'queued' AND available_at <= :p_now RETURNING *."""
     return (sa.update(Job.__table__)
