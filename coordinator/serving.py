@@ -400,9 +400,6 @@ def serve(app: Flask, settings: ServeSettings, background: Sequence[Stoppable] =
     """Serve `app` until SIGTERM/SIGINT, drain, stop `background` threads; True if drained."""
     drain = Drain()
     socket_map: dict = {}
-    # waitress warns "Task queue depth is N" for every request that waits for a thread: one log
-    # record per request under load, which costs more than the wait it reports.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     servers = create_servers(app, settings, drain, socket_map)
     previous = install_signal_handlers(drain)
     _queue_events(app, lambda events: events.start())  # PostgreSQL: share wake-ups with replicas
