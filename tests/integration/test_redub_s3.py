@@ -1,7 +1,6 @@
 """POST /jobs/<id>/redub with object storage (STORAGE_URL=s3://…, moto's S3 server)."""
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 
@@ -10,7 +9,7 @@ pytest.importorskip("psutil")  # the object storage tests' helpers need it
 from tests.integration.procs import WORKER_KEY, Api  # noqa: E402
 from tests.integration.test_redub import BUNDLE, EDIT, REPORT, VIDEO  # noqa: E402
 from tests.integration.test_s3_storage import (  # noqa: E402,F401 (s3, s3_env: fixtures)
-    _claim, _fetch, _put, _slot, s3, s3_env)
+    _claim, _fetch, _store_outputs, s3, s3_env)
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +21,9 @@ def test_redub_with_object_storage(coordinator_factory, s3, s3_env):
     alice, worker = Api(coord.url, coord.create_key("client", "alice")), Api(coord.url, WORKER_KEY)
     parent = alice.submit_bytes(VIDEO, kind="dub", target_language="es")["job_id"]
     token = _claim(coord, parent)["lease_token"]
-    for name, data, final in (("dub_report.json", REPORT, 0), ("dub_segments.tar", BUNDLE, 0),
-                              ("dubbed_video.mp4", b"dubbed", 1)):
-        slot = _slot(worker, parent, token, data, name)
-        _put(slot, data)
-        resp = worker.post(f"/jobs/{parent}/upload-result",
-                           params={"name": name, "final": final, "key": slot["key"],
-                                   "size": len(data)},
-                           headers={"X-Lease-Token": token,
-                                    "X-Content-SHA256": hashlib.sha256(data).hexdigest()})
-        assert resp.status_code == 200, resp.text
+    _store_outputs(worker, parent, token, (("dub_report.json", REPORT, 0),
+                                           ("dub_segments.tar", BUNDLE, 0),
+                                           ("dubbed_video.mp4", b"dubbed", 1)))
     resp = alice.post(f"/jobs/{parent}/redub", json=EDIT)
     assert resp.status_code == 201, resp.text
     child = resp.json()["job_id"]

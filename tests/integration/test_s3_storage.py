@@ -126,6 +126,19 @@ def _put(slot: dict, data: bytes) -> None:
         assert requests.put(url, data=part, timeout=60).status_code == 200
 
 
+def _store_outputs(worker: Api, job_id: str, token: str,
+                   files: tuple[tuple[str, bytes, int], ...]) -> None:
+    """Put each (name, bytes, final) through an upload slot and publish it, in order."""
+    for name, data, final in files:
+        slot = _slot(worker, job_id, token, data, name)
+        _put(slot, data)
+        reply = worker.post(f"/jobs/{job_id}/upload-result",
+                            params={"name": name, "final": final, "key": slot["key"], "size": len(data)},
+                            headers={"X-Lease-Token": token,
+                                     "X-Content-SHA256": hashlib.sha256(data).hexdigest()})
+        assert reply.status_code == 200, reply.text
+
+
 def _publish(worker: Api, job_id: str, token: str, slot: dict, size: int, sha: str,
              final: bool = True) -> requests.Response:
     """upload-result naming the stored object."""

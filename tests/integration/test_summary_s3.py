@@ -2,7 +2,6 @@
 written into the bucket by the store's own `write_artifact` and downloaded through the redirect."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -11,7 +10,7 @@ pytest.importorskip("psutil")  # the object storage tests' helpers need it
 
 from tests.integration.procs import WORKER_KEY, Api  # noqa: E402
 from tests.integration.test_s3_storage import (  # noqa: E402,F401 (s3, s3_env: fixtures)
-    _claim, _fetch, _prefix, _put, _slot, s3, s3_env)
+    _claim, _fetch, _prefix, _store_outputs, s3, s3_env)
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +36,7 @@ def _finish_with_summaries(coord, job_id: str) -> None:
     files = (("summary.json", json.dumps(ORIGINAL).encode(), 0),
              ("summary.es.json", json.dumps(SPANISH).encode(), 0),
              ("dubbed_video.mp4", b"dubbed", 1))
-    for name, data, final in files:
-        slot = _slot(worker, job_id, token, data, name)
-        _put(slot, data)
-        reply = worker.post(f"/jobs/{job_id}/upload-result",
-                            params={"name": name, "final": final, "key": slot["key"],
-                                    "size": len(data)},
-                            headers={"X-Lease-Token": token,
-                                     "X-Content-SHA256": hashlib.sha256(data).hexdigest()})
-        assert reply.status_code == 200, reply.text
+    _store_outputs(worker, job_id, token, files)
 
 
 def _edited_keys(s3, s3_env, job_id: str) -> list[str]:
