@@ -39,6 +39,10 @@ class WorkerRegistry:
             entry = self._last_write.get(session_id)
         return entry[1] if entry else None
 
+    def forget_online(self) -> None:
+        """Drop the copy of the online workers' capabilities (the next view reads them)."""
+        self._online = None
+
     def online(self, session: Session, window: float, now: float | None = None) -> list[dict]:
         """`online_capabilities`, read at most once per CAPABILITIES_CACHE_SECONDS."""
         now = time.time() if now is None else now
@@ -72,7 +76,7 @@ class WorkerRegistry:
             session.execute(_upsert(session, session_id, info, now))
             session.commit()
             if info is not None:
-                self._online = None  # new or changed capabilities: views read them again
+                self.forget_online()  # new or changed capabilities: views read them again
         except SQLAlchemyError as exc:
             session.rollback()
             logger.warning("could not record worker session %s: %s", session_id, exc)
