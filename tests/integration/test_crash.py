@@ -136,3 +136,40 @@ def _wait_all_done(admin: Api, total: int, timeout: float) -> list[dict]:
             return views
         time.sleep(0.2)
     raise TimeoutError(f"jobs not done: { {v['status'] for v in views} }")
+
+
+def _claims_answered(admin: Api) -> float:
+    """How many POST /jobs/claim calls got a job (the coordinator's own counter)."""
+    for line in admin.get("/metrics").text.splitlines():
+        if line.startswith("dubfleet_http_request_duration_seconds_count") and \
+                'route="/jobs/claim"' in line and 'status="200"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_worker_killed_holding_a_handed_over_job(coordinator_factory, workers, tmp_path):
+    """Claim-on-complete: a worker gets its second job in the reply of its first job's upload
+    (no claim call), is SIGKILLed while running it, and that job is not lost: its lease runs out,
+    the reaper requeues it and another worker completes it, exactly once."""
+    coord = coordinator_factory(env=FAST_LEASE).start()
+    admin = Api(coord.url, "dfa_test_admin_key_0123456789abcdef")
+    first = admin.submit_bytes(b"first job", priority=5)["job_id"]
+    second = admin.submit_bytes(b"second job", options='{"delay": 8}')["job_id"]
+
+    victim = start_worker(coord.url, tmp_path / "w", "victim", "--kinds", "echo", "--claim-wait", "0")
+    workers.append(victim)
+    running = admin.wait_status(second, {"running"}, timeout=30)
+    assert running["worker_id"] == "victim"
+    assert admin.get(f"/jobs/{first}").json()["status"] == "completed"
+    assert _claims_answered(admin) == 1  # the second job came in the first one's upload reply
+    victim.kill()
+    victim.wait(10)
+
+    requeued = admin.wait_status(second, {"queued"}, timeout=30)
+    assert requeued["artifacts"] == [] and requeued["worker_id"] is None
+    workers.append(start_worker(coord.url, tmp_path / "w", "rescuer", "--kinds", "echo", "--burst"))
+    done = admin.wait_status(second, {"completed", "failed"}, timeout=90)
+    assert done["status"] == "completed" and done["worker_id"] == "rescuer", done
+    assert done["attempts"] == 2  # the killed run counted (its inline input started it)
+    assert admin.get(f"/jobs/{second}/download").content == b"second job"
+    assert admin.get(f"/jobs/{first}").json()["attempts"] == 1
