@@ -45,7 +45,7 @@ def _init_state(app: Flask) -> CoordinatorState:
     notifier = ClaimNotifier(int(app.config["MAX_CLAIM_WAITERS"]), float(app.config["CLAIM_RECHECK_SECONDS"]))
     sender = None
     if app.config["CALLBACKS_ENABLED"]:
-        sender = WebhookDispatcher(app, _job_view)
+        sender = WebhookDispatcher(_job_view)
     metrics = Metrics()
     events = AppEvents(notifier, sender, metrics.ended, hub=_event_hub(app), bus=replica_bus(app.config))
     state = CoordinatorState(storage=storage, policy=QueuePolicy.from_config(app.config),

@@ -1,8 +1,9 @@
 """Webhook deliveries: one row per terminal state of a job, sent and retried from a loop.
 
 When a job with a `callback_url` ends, the transaction that ends it also inserts a
-`webhook_deliveries` row (so no crash can commit the ending without its delivery) (unique per job, event and finished_at, so a terminal state is
-delivered once; a retried job that ends again is a new row) holding the job view as the body.
+`webhook_deliveries` row holding the job view as the body, so no crash can commit the ending
+without its delivery. The row is unique per job, event and finished_at: a terminal state is
+delivered once, and a retried job that ends again is a new row.
 A `DeliveryLoop` thread in every serving process claims due rows (on PostgreSQL with
 `FOR UPDATE SKIP LOCKED`, and every claim pushes the row's next attempt a lease ahead, so one
 replica sends a given attempt), POSTs them signed (`coordinator.callbacks`), and records the
@@ -177,8 +178,7 @@ class WebhookDispatcher:
     """The queue's webhook hooks: `stage` records an ending's delivery inside the terminal
     transition; `wake` starts the delivery loop once it is committed."""
 
-    def __init__(self, app: Flask, build_view: Callable[[Session, Job], dict[str, Any]]):
-        self.app = app
+    def __init__(self, build_view: Callable[[Session, Job], dict[str, Any]]):
         self.build_view = build_view
         self.wake = threading.Event()
 

@@ -305,11 +305,8 @@ class CoordinatorClient:
                                   content_type=content_type)
             return self._upload_direct(job, path, request, final, check, on_progress,
                                        detected_language, claim_next)
-        params = {"name": name, "final": int(bool(final)), "content_type": content_type}
-        if final and claim_next:
-            params["next"] = 1
-        if final and detected_language:
-            params["detected_language"] = detected_language
+        params = {"name": name, "content_type": content_type,
+                  **_final_params(final, detected_language, claim_next)}
         headers = {**self._lease_headers(job), SHA256_HEADER: sha,
                    "Content-Type": "application/octet-stream"}
         url = self.url(Routes.UPLOAD_RESULT, job_id=job.job_id)
@@ -319,8 +316,7 @@ class CoordinatorClient:
                                     self.max_rate) as body:
                     resp = self._request("POST", url, params=params, data=body, headers=headers,
                                          timeout=(10.0, max(self.timeout, 120.0)))
-                self._keep_handover(resp)
-                return _artifact_from(resp, name, path, sha)
+                return self._upload_reply(resp, name, path, sha)
             except CoordinatorUnavailable as exc:
                 self._retry_pause(exc, attempt, f"upload of {name}")
             except CoordinatorError as exc:
@@ -358,32 +354,33 @@ class CoordinatorClient:
     def _publish(self, job: ClaimedJob, slot: UploadSlot, request: SlotRequest, path: Path,
                  final: bool, detected_language: str | None, claim_next: bool = False) -> ArtifactInfo:
         """upload-result naming the stored object; retried as is (the bytes stay in the store)."""
-        params: dict[str, Any] = {"name": request.name, "final": int(bool(final)), "key": slot.key,
-                                  "content_type": request.content_type, "size": request.size}
+        params: dict[str, Any] = {"name": request.name, "key": slot.key, "content_type": request.content_type,
+                                  "size": request.size, **_final_params(final, detected_language, claim_next)}
         if slot.upload_id:
             params["upload_id"] = slot.upload_id
-        if final and detected_language:
-            params["detected_language"] = detected_language
-        if final and claim_next:
-            params["next"] = 1
         headers = {**self._lease_headers(job), SHA256_HEADER: request.sha256}
         url = self.url(Routes.UPLOAD_RESULT, job_id=job.job_id)
         timeout = (10.0, max(self.timeout, 120.0) + request.size * VERIFY_SECONDS_PER_BYTE)
         for attempt in range(self.attempts):
             try:
                 resp = self._request("POST", url, params=params, headers=headers, timeout=timeout)
-                self._keep_handover(resp)
-                return _artifact_from(resp, request.name, path, request.sha256)
+                return self._upload_reply(resp, request.name, path, request.sha256)
             except CoordinatorUnavailable as exc:
                 self._retry_pause(exc, attempt, f"publishing {request.name}")
         raise CoordinatorUnavailable(f"publishing {request.name} failed after {self.attempts} tries")
 
-    def _keep_handover(self, resp: requests.Response) -> None:
-        """Keep the next job a completing upload's reply carries (claim-on-complete)."""
+    def _upload_reply(self, resp: requests.Response, name: str, path: Path, sha: str) -> ArtifactInfo:
+        """The ArtifactInfo of an upload reply (one built locally if the reply has none); the
+        next job the reply of a completing upload carries is kept in `handover`."""
         data = resp.json() if resp.content else {}
-        nxt = data.get("next") if isinstance(data, dict) else None
+        data = data if isinstance(data, dict) else {}
+        nxt = data.get("next")
         if isinstance(nxt, dict) and nxt.get("job_id"):
             self.handover = ClaimedJob.from_dict(nxt)
+        artifact = data.get("artifact")
+        if isinstance(artifact, dict):
+            return ArtifactInfo.from_dict(artifact)
+        return ArtifactInfo(name=name, size=path.stat().st_size, sha256=sha)
 
     def take_handover(self) -> ClaimedJob | None:
         """The job handed over by the last completing upload (once), else None."""
@@ -423,13 +420,15 @@ class _Session(requests.Session):
         return {**settings, "proxies": dict(settings["proxies"])}
 
 
-def _artifact_from(resp: requests.Response, name: str, path: Path, sha: str) -> ArtifactInfo:
-    """The ArtifactInfo of an upload reply (or one built locally if the reply has none)."""
-    data = resp.json() if resp.content else {}
-    artifact = data.get("artifact") if isinstance(data, dict) else None
-    if isinstance(artifact, dict):
-        return ArtifactInfo.from_dict(artifact)
-    return ArtifactInfo(name=name, size=path.stat().st_size, sha256=sha)
+def _final_params(final: bool, detected_language: str | None, claim_next: bool) -> dict[str, Any]:
+    """The upload-result query fields about completing: `final`, and with it the detected
+    language and `next` (claim-on-complete)."""
+    params: dict[str, Any] = {"final": int(bool(final))}
+    if final and detected_language:
+        params["detected_language"] = detected_language
+    if final and claim_next:
+        params["next"] = 1
+    return params
 
 
 def _raise_upload_error(exc: CoordinatorError, attempt: int, attempts: int) -> None:
