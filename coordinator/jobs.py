@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.protocol import ArtifactInfo, Heartbeat, HeartbeatReply, JobStatus, WorkerInfo
 
-from . import statements
+from . import lean, statements
 from .database import is_postgres, read_only
 from .errors import Conflict, JobWasCancelled, LeaseLost, NotFound
 from .models import Artifact, Job
@@ -121,17 +121,13 @@ def _capability_params(worker: WorkerInfo) -> dict[str, Any]:
 
 def _run_claim(session: Session, stmt: sa.Update, params: dict[str, Any],
                events: QueueEvents | None) -> Claimed | None:
-    """Execute a claiming UPDATE ... RETURNING and commit."""
-    try:
-        row = session.execute(stmt, params).mappings().first()
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    """Execute a claiming UPDATE ... RETURNING and commit (below the ORM session)."""
+    with lean.of(session).writing(session) as cursor:
+        row = cursor.first(stmt, params)
     if row is None:
         return None
     _events(events).job_changed(row["id"])
-    return Claimed(dict(row), params["p_token"], params["p_expires"])
+    return Claimed(row, params["p_token"], params["p_expires"])
 
 
 def claim_next(session: Session, worker: WorkerInfo, policy: QueuePolicy,
@@ -150,11 +146,8 @@ def _claimable(session: Session, params: dict[str, Any]) -> bool:
     """SQLite: whether any job is claimable for these capabilities, read without the write lock.
     An idle worker's claim (and every long-poll re-check) then never queues behind the writers;
     a job that arrives after this read wakes the long poll, which claims again."""
-    with read_only():
-        try:
-            return session.execute(statements.claimable(), params).first() is not None
-        finally:
-            session.rollback()
+    with lean.of(session).reading() as cursor:
+        return cursor.first(statements.claimable(), params) is not None
 
 
 def claim_specific(session: Session, job_id: str, worker: WorkerInfo, policy: QueuePolicy,
@@ -233,20 +226,17 @@ def _commit_ending(session: Session, events: QueueEvents | None, job_id: str, ca
         raise
 
 
-def lease_run(session: Session, job_id: str, token: str | None, allow_completed: bool = False) -> sa.Row:
+def lease_run(session: Session, job_id: str, token: str | None, allow_completed: bool = False) -> lean.Record:
     """Check a lease without changing anything, in one plain read; returns the job's row (its
     run_number scopes uploads), or raises LeaseLost."""
     statuses = [RUNNING, COMPLETED] if allow_completed else [RUNNING]
-    with read_only():
-        try:
-            row = None
-            if token:
-                row = session.execute(statements.leased_job(),
-                                      {"p_id": job_id, "p_token": token, "p_statuses": statuses}).first()
-            if row is None:
-                raise _refusal(session, job_id, token)
-        finally:
-            session.rollback()
+    row = None
+    if token:
+        with lean.of(session).reading() as cursor:
+            row = cursor.first(statements.leased_job(), {"p_id": job_id, "p_token": token, "p_statuses": statuses})
+    if row is None:
+        with read_only():
+            raise _refusal(session, job_id, token)
     return row
 
 
@@ -267,14 +257,10 @@ def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
     params = {"p_id": job_id, "p_token": token or "", "p_now": now,
               "p_expires": now + policy.lease_seconds,
               **{f"p_{name}": getattr(beat, name) for name in statements.HEARTBEAT_FIELDS}}
-    try:
-        cancel = session.execute(statements.heartbeat(), params).scalar()
-        if cancel is None:
-            raise _refusal(session, job_id, token)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    with lean.of(session).writing(session) as cursor:  # the hottest write: below the ORM session
+        cancel = cursor.scalar(statements.heartbeat(), params)
+    if cancel is None:
+        raise _refusal(session, job_id, token)
     _events(events).job_changed(job_id)
     return HeartbeatReply(cancel_requested=bool(cancel), lease_expires_at=now + policy.lease_seconds,
                           heartbeat_interval=policy.heartbeat_interval)

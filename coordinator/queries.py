@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import statements
+from . import lean, statements
 from .models import Artifact, Job
 from .jobs import COMPLETED, FAILED, QUEUED, RUNNING, TERMINAL
 
@@ -26,19 +26,21 @@ def _claim_order() -> list[Any]:
     return [Job.priority.desc(), Job.created_at, Job.id]
 
 
-def job_row(session: Session, job_id: str) -> sa.Row | None:
-    """One job as a plain row (attribute access like a Job, without the ORM's loading cost)."""
-    return session.execute(_JOB_BY_ID, {"p_id": job_id}).first()
-
-
-_JOB_BY_ID = sa.select(Job.__table__).where(Job.__table__.c.id == sa.bindparam("p_id"))
+def job_row(session: Session, job_id: str) -> lean.Record | None:
+    """One committed job as a plain record (attribute access like a Job) with `queued_ahead` (its
+    queue position less one, when queued), in one statement read below the ORM."""
+    with lean.of(session).reading() as cursor:
+        return cursor.first(statements.job_with_place(), {"p_id": job_id})
 
 
 def _position_by_count(session: Session, job: Any) -> int:
     """1-based place of one queued job: the queued jobs ahead of it in claim order, counted on
-    the claim index (cheaper than ranking the whole queue for one job)."""
-    ahead = session.scalar(statements.jobs_ahead(), {"p_priority": job.priority, "p_created": job.created_at,
-                                                     "p_id": job.id})
+    the claim index (cheaper than ranking the whole queue for one job); a `job_row` has it."""
+    if isinstance(job, lean.Record) and job.get("queued_ahead") is not None:
+        return int(job["queued_ahead"]) + 1
+    params = {"p_priority": job.priority, "p_created": job.created_at, "p_id": job.id}
+    with lean.of(session).reading() as cursor:
+        ahead = cursor.scalar(statements.jobs_ahead(), params)
     return int(ahead or 0) + 1
 
 

@@ -35,6 +35,8 @@ from waitress.utilities import Error
 
 from shared.errors import error_payload
 
+from .logthrottle import throttle_queue_warnings
+
 logger = logging.getLogger(__name__)
 
 # Largest request line + headers (waitress' default is 256 KiB). Our requests carry small
@@ -310,6 +312,7 @@ def create_servers(app: Any, settings: ServeSettings, drain: Drain,
                    socket_map: dict) -> list[HardenedServer]:
     """Bind one hardened server per listen address, sharing one map and thread pool."""
     adj = _adjustments(settings, fd_budget(settings.connection_limit, settings.threads))
+    throttle_queue_warnings()  # waitress warns on every request that waits for a thread
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     return [HardenedServer(app, map=socket_map, adj=adj, sockinfo=info, dispatcher=dispatcher,

@@ -104,6 +104,21 @@ def jobs_ahead() -> sa.Select:
 
 
 @functools.lru_cache(maxsize=None)
+def job_with_place() -> sa.Select:
+    """SELECT the job :p_id with `queued_ahead`, the count of `jobs_ahead()` when it is queued
+    (NULL otherwise): a job view's row and queue position in one statement."""
+    ahead = Job.__table__.alias("ahead")
+    _H = ahead.c
+    before = sa.or_(_H.priority > _T.priority,
+                    sa.and_(_H.priority == _T.priority,
+                            sa.or_(_H.created_at < _T.created_at,
+                                   sa.and_(_H.created_at == _T.created_at, _H.id < _T.id))))
+    count = sa.select(sa.func.count()).select_from(ahead).where(_H.status == QUEUED, before).scalar_subquery()
+    return (sa.select(Job.__table__, sa.case((_T.status == QUEUED, count), else_=None).label("queued_ahead"))
+            .where(_T.id == sa.bindparam("p_id")))
+
+
+@functools.lru_cache(maxsize=None)
 def leased_job_locked() -> sa.Select:
     """`leased_job()` FOR UPDATE (PostgreSQL locks the row; SQLite holds the write lock)."""
     return leased_job().with_for_update()
