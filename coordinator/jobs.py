@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from shared.protocol import ArtifactInfo, Heartbeat, HeartbeatReply, JobStatus, WorkerInfo
 
 from . import lean, statements
-from .database import is_postgres, read_only
+from .database import read_only
 from .errors import Conflict, JobWasCancelled, LeaseLost, NotFound
 from .models import Artifact, Job
 from .notify import NullEvents, QueueEvents
@@ -122,10 +122,10 @@ def _capability_params(worker: WorkerInfo) -> dict[str, Any]:
 def _run_claim(session: Session, stmt: sa.Update, params: dict[str, Any],
                events: QueueEvents | None) -> Claimed | None:
     """Execute a claiming UPDATE ... RETURNING and commit (below the ORM session)."""
-    with lean.of(session).writing(session) as cursor:
-        row = cursor.first(stmt, params)
-    if row is None:
+    returned = lean.of(session).write_one(session, stmt, params)
+    if not returned:
         return None
+    row = returned[0]
     _events(events).job_changed(row["id"])
     return Claimed(row, params["p_token"], params["p_expires"])
 
@@ -136,10 +136,10 @@ def claim_next(session: Session, worker: WorkerInfo, policy: QueuePolicy,
     if not worker.kinds:
         return None
     params = {**_claim_params(worker, policy, _now(now)), **_capability_params(worker)}
-    postgres = is_postgres(session)
-    if not postgres and not _claimable(session, params):
+    sqlite = lean.of(session).sqlite
+    if sqlite and not _claimable(session, params):
         return None
-    return _run_claim(session, statements.claim_next(postgres), params, events)
+    return _run_claim(session, statements.claim_next(not sqlite), params, events)
 
 
 def _claimable(session: Session, params: dict[str, Any]) -> bool:
@@ -257,8 +257,8 @@ def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
     params = {"p_id": job_id, "p_token": token or "", "p_now": now,
               "p_expires": now + policy.lease_seconds,
               **{f"p_{name}": getattr(beat, name) for name in statements.HEARTBEAT_FIELDS}}
-    with lean.of(session).writing(session) as cursor:  # the hottest write: below the ORM session
-        cancel = cursor.scalar(statements.heartbeat(), params)
+    returned = lean.of(session).write_one(session, statements.heartbeat(), params)  # below the ORM
+    cancel = returned[0]["cancel_requested"] if returned else None
     if cancel is None:
         raise _refusal(session, job_id, token)
     _events(events).job_changed(job_id)

@@ -18,9 +18,12 @@ import logging
 import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from flask import has_app_context
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql import ClauseElement
+
+from .extensions import db
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,8 @@ class Record(dict):
 class _Prepared:
     """One statement compiled for one dialect: SQL text, parameter order, processors."""
 
-    __slots__ = ("statement", "sql", "compiled", "order", "binds", "expanding", "dialect", "columns", "fields",
-                 "results")
+    __slots__ = ("statement", "sql", "compiled", "order", "binds", "expanding", "literal", "forms", "dialect",
+                 "columns", "fields", "results")
 
     def __init__(self, statement: ClauseElement, engine: Engine):
         dialect = engine.dialect
@@ -49,7 +52,9 @@ class _Prepared:
         self.statement, self.compiled, self.sql = statement, compiled, compiled.string
         self.order: Sequence[str] | None = compiled.positiontup if dialect.positional else None
         self.binds: Mapping[str, Callable] = compiled._bind_processors
-        self.expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)  # IN lists
+        self.expanding = tuple(compiled.bind_names[bind] for bind in compiled.post_compile_params)  # IN lists
+        self.literal = bool(compiled.literal_execute_params)  # values rendered into the SQL text
+        self.forms: dict[tuple[int, ...], tuple] = {}  # expanded SQL by the IN lists' lengths
         self.dialect = dialect
         self.columns = getattr(compiled, "_result_columns", None) or []
         self.fields = tuple(column[0] for column in self.columns)
@@ -59,16 +64,32 @@ class _Prepared:
         """The SQL text and DBAPI parameters for `params` (literal binds, IN lists and bind
         processors applied, as SQLAlchemy's own execution would)."""
         sql, order, binds = self.sql, self.order, self.binds
-        if self.expanding:
+        values = self.compiled.construct_params(params)
+        if self.literal:
             state = self.compiled.construct_expanded_state(params)
             sql, values, binds = state.statement, dict(state.parameters), state.processors
             order = state.positiontup if order is not None else None
-        else:
-            values = self.compiled.construct_params(params)
+        elif self.expanding:
+            sql, expanded_order, binds, expansion = self._form(values, params)
+            order = expanded_order if order is not None else None
+            for name, names in expansion.items():
+                values.update(zip(names, values.pop(name)))
         for name, process in binds.items():
             if name in values and values[name] is not None:
                 values[name] = process(values[name])
         return sql, ([values[name] for name in order] if order is not None else values)
+
+    def _form(self, values: Mapping[str, Any], params: Mapping[str, Any]) -> tuple:
+        """The statement with its IN lists expanded for lists of these lengths (rendered once per
+        shape: SQLAlchemy renders it again on every execution)."""
+        shape = tuple(len(values[name]) for name in self.expanding)
+        form = self.forms.get(shape)
+        if form is None:
+            state = self.compiled.construct_expanded_state(params)
+            form = (state.statement, state.positiontup, state.processors, state.parameter_expansion)
+            if len(self.forms) < 256:
+                self.forms[shape] = form
+        return form
 
     def processors(self, description: Sequence[Sequence[Any]]) -> tuple:
         """The result processors (JSON, booleans, PostgreSQL numerics by their type codes)."""
@@ -144,12 +165,20 @@ class Lean:
         at the end of the block and rolled back when the block raises. A transaction `session`
         has open is committed first, as an ORM write in it would have done: on SQLite it would
         hold the write lock this block waits for."""
-        if session is not None:
-            plain = session() if isinstance(session, scoped_session) else session
-            if plain.in_transaction():
-                plain.commit()
+        _end_open_transaction(session)
         with self._cursor(begin="BEGIN IMMEDIATE" if self.sqlite else None, commit=True) as cursor:
             yield cursor
+
+    def write_one(self, session: Session | scoped_session | None, statement: ClauseElement,
+                  params: Mapping[str, Any]) -> list[Record]:
+        """One writing statement as its own transaction; the rows it returns (RETURNING).
+
+        On SQLite the statement runs in autocommit mode: a write statement takes the write lock
+        (waiting in the busy handler) before it reads anything, and commits when it has run, so
+        it needs no BEGIN IMMEDIATE and no COMMIT round of its own. `session` as in `writing`."""
+        _end_open_transaction(session)
+        with self._cursor(begin=None, commit=not self.sqlite) as cursor:
+            return cursor.all(statement, params)  # stepping to the end finishes the statement
 
     @contextlib.contextmanager
     def _cursor(self, begin: str | None, commit: bool) -> Iterator[LeanCursor]:
@@ -171,13 +200,26 @@ class Lean:
             connection.close()  # back to the pool
 
 
+def _end_open_transaction(session: Session | scoped_session | None) -> None:
+    """Commit what `session` has open (see `Lean.writing`)."""
+    if isinstance(session, scoped_session):
+        if not session.registry.has():  # this thread has no session yet: nothing is open
+            return
+        session = session()
+    if session is not None and session.in_transaction():
+        session.commit()
+
+
 _ATTRIBUTE = "_dubfleet_lean"
 _OF_LOCK = threading.Lock()
 
 
 def of(session: Session | scoped_session) -> Lean:
     """The Lean of the engine `session` is bound to (made once, kept on the engine itself)."""
-    engine = session.get_bind()
+    if isinstance(session, scoped_session) and has_app_context():
+        engine = db.engine  # without making this thread's session just to ask it
+    else:
+        engine = session.get_bind()
     lean = getattr(engine, _ATTRIBUTE, None)
     if lean is None:
         with _OF_LOCK:

@@ -64,21 +64,22 @@ def queue_position(session: Session, job: Any) -> int | None:
     return queue_positions(session, [job]).get(job.id)
 
 
-def visible_artifacts_of(session: Session, jobs: Sequence[Any]) -> dict[str, list[Artifact]]:
-    """The artifacts clients see for each of `jobs` (those of its current or completed run)."""
+def visible_artifacts_of(session: Session, jobs: Sequence[Any]) -> dict[str, list[lean.Record]]:
+    """The artifacts clients see for each of `jobs` (those of its current or completed run), as
+    committed records (attribute access like an Artifact), read below the ORM."""
     runs = {job.id: job.run_number for job in jobs if job.status != QUEUED and job.run_number}
     if not runs:
         return {}
-    found: dict[str, list[Artifact]] = {}
-    rows = session.scalars(select(Artifact).where(Artifact.job_id.in_(list(runs)))
-                           .order_by(Artifact.created_at, Artifact.id))
+    found: dict[str, list[lean.Record]] = {}
+    with lean.of(session).reading() as cursor:
+        rows = cursor.all(statements.artifacts_of_jobs(), {"p_ids": list(runs)})
     for artifact in rows:
         if artifact.attempt == runs[artifact.job_id]:
             found.setdefault(artifact.job_id, []).append(artifact)
     return found
 
 
-def visible_artifacts(session: Session, job: Job) -> list[Artifact]:
+def visible_artifacts(session: Session, job: Job) -> list[lean.Record]:
     """The artifacts a client sees: those of the current (or completed) run."""
     return visible_artifacts_of(session, [job]).get(job.id, [])
 

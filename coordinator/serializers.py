@@ -58,7 +58,7 @@ class ViewContext:
     """What job views need beyond the rows, fetched once per request in O(1) queries."""
 
     positions: Mapping[str, int]
-    artifacts: Mapping[str, list[Artifact]]
+    artifacts: Mapping[str, list[Any]]  # artifact records (coordinator.lean)
     workers: list[dict]
 
 

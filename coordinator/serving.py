@@ -35,7 +35,7 @@ from waitress.utilities import Error
 
 from shared.errors import error_payload
 
-from .logthrottle import throttle_queue_warnings
+from .logthrottle import ThrottledLogger
 
 logger = logging.getLogger(__name__)
 
@@ -312,8 +312,8 @@ def create_servers(app: Any, settings: ServeSettings, drain: Drain,
                    socket_map: dict) -> list[HardenedServer]:
     """Bind one hardened server per listen address, sharing one map and thread pool."""
     adj = _adjustments(settings, fd_budget(settings.connection_limit, settings.threads))
-    throttle_queue_warnings()  # waitress warns on every request that waits for a thread
     dispatcher = ThreadedTaskDispatcher()
+    dispatcher.queue_logger = ThrottledLogger(dispatcher.queue_logger)  # it warned on every queued request
     dispatcher.set_thread_count(adj.threads)
     return [HardenedServer(app, map=socket_map, adj=adj, sockinfo=info, dispatcher=dispatcher,
                            drain=drain, header_timeout=settings.header_timeout)

@@ -119,6 +119,13 @@ def job_with_place() -> sa.Select:
 
 
 @functools.lru_cache(maxsize=None)
+def artifacts_of_jobs() -> sa.Select:
+    """SELECT the artifacts of the jobs :p_ids (every run), oldest first."""
+    return (sa.select(Artifact.__table__).where(_A.job_id.in_(sa.bindparam("p_ids", expanding=True)))
+            .order_by(_A.created_at, _A.id))
+
+
+@functools.lru_cache(maxsize=None)
 def leased_job_locked() -> sa.Select:
     """`leased_job()` FOR UPDATE (PostgreSQL locks the row; SQLite holds the write lock)."""
     return leased_job().with_for_update()

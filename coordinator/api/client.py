@@ -23,7 +23,7 @@ from ..storage import StoredFile, is_job_id
 from ..validation import (LIMIT_RANGE, OFFSET_RANGE, NewJob, display_name, parse_idempotency_key,
                           parse_int, parse_submission)
 from ..workers import workers_online
-from .common import read_json, read_view, reply, send_stored, visible_job
+from .common import end_read, read_json, read_view, reply, send_stored, visible_job
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def get_job(job_id: str) -> Response:
     if job is None or not (principal.is_admin or job.owner_key_id == principal.key_id):
         raise NotFound()  # another client's job is 404, exactly like an unknown one
     view = job_view(db.session, job)
-    db.session.rollback()  # end the read snapshot before the JSON encoding
+    end_read()  # before the JSON encoding
     return reply(view)
 
 

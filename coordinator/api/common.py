@@ -50,8 +50,15 @@ def read_view(view: Callable) -> Callable:
             try:
                 return view(*args, **kwargs)
             finally:
-                db.session.rollback()
+                end_read()
     return wrapper
+
+
+def end_read() -> None:
+    """End this request's read snapshot (a no-op when the request never opened the session:
+    the hot views read below it, see coordinator.lean)."""
+    if db.session.registry.has():
+        db.session.rollback()
 
 
 def reply(payload: dict[str, Any], status: int = 200) -> Response:

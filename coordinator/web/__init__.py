@@ -41,8 +41,8 @@ class WebSessions(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Request):  # type: ignore[override]
         """The request's session; the cheap empty one when it sends no session cookie."""
-        if self.get_cookie_name(app) not in request.cookies:
-            return self.session_class()
+        if "HTTP_COOKIE" not in request.environ or self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()  # (API clients send no cookies: not even parsed then)
         return super().open_session(app, request)
 
     def save_session(self, app: Flask, session, response) -> None:  # type: ignore[override]

@@ -24,6 +24,8 @@ def test_rows_have_processed_values_and_attribute_access(session):
         rows = cursor.all(_BY_STATUS, {"p_statuses": ["queued", "cancelled"]})
         assert cursor.first(_BY_STATUS, {"p_statuses": ["running"]}) is None
         assert cursor.scalar(_BY_STATUS, {"p_statuses": ["queued"]}) == first
+        assert cursor.all(_BY_STATUS, {"p_statuses": []}) == []  # each IN-list length has its own SQL
+        assert [r.id for r in cursor.all(_BY_STATUS, {"p_statuses": ["cancelled", "queued"]})] == [first, second]
     assert [row.id for row in rows] == [first, second]
     assert rows[0].options == {"voice": "a"} and rows[0]["options"] == {"voice": "a"}  # JSON, parsed
     assert rows[0].cancel_requested is False  # a Boolean, not SQLite's 0
