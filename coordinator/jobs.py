@@ -310,32 +310,35 @@ class Upload:
     path: str | None = None  # the file the row points to now
 
 
-def _artifact_row(session: Session, job_id: str, run: int, name: str) -> sa.Row | None:
-    """The artifact row (job, run, name), if any (a plain row: no ORM loading on the hot path)."""
-    return session.execute(statements.artifact_row(), {"p_job": job_id, "p_run": run, "p_name": name}).first()
+def _artifact_row(session: Session, job_id: str, run: int, name: str) -> lean.Record | None:
+    """The artifact row (job, run, name), if any, read in the session's transaction (a plain
+    record: no ORM loading on the hot path)."""
+    return lean.joined(session).first(statements.artifact_row(), {"p_job": job_id, "p_run": run, "p_name": name})
 
 
-def _locked_lease_row(session: Session, job_id: str, token: str | None) -> sa.Row:
-    """Like `_locked_lease(allow_completed=True)`, as a plain row."""
+def _locked_lease_row(session: Session, job_id: str, token: str | None) -> lean.Record:
+    """Like `_locked_lease(allow_completed=True)`, as a plain record (the session's transaction
+    holds the lock)."""
     row = None
     if token:
-        row = session.execute(statements.leased_job_locked(),
-                              {"p_id": job_id, "p_token": token, "p_statuses": [RUNNING, COMPLETED]}).first()
+        row = lean.joined(session).first(statements.leased_job_locked(),
+                                         {"p_id": job_id, "p_token": token, "p_statuses": [RUNNING, COMPLETED]})
     if row is None:
         raise _refusal(session, job_id, token)
     return row
 
 
-def _store_artifact(session: Session, row: sa.Row | None, info: ArtifactInfo, job_id: str, path: str,
+def _store_artifact(session: Session, row: lean.Record | None, info: ArtifactInfo, job_id: str, path: str,
                     now: float) -> None:
     """Insert the artifact row, or point the existing one at the new file."""
     values = {"p_path": path, "p_size": info.size, "p_sha256": info.sha256, "p_content_type": info.content_type,
               "p_created_at": now}
+    cursor = lean.joined(session)
     if row is None:
-        session.execute(statements.artifact_insert(), {"p_job_id": job_id, "p_attempt": info.attempt,
-                                                       "p_name": info.name, **values})
+        cursor.execute(statements.artifact_insert(), {"p_job_id": job_id, "p_attempt": info.attempt,
+                                                      "p_name": info.name, **values})
     else:
-        session.execute(statements.artifact_repoint(), {"p_id": row.id, **values})
+        cursor.execute(statements.artifact_repoint(), {"p_id": row.id, **values})
 
 
 def artifact_info(row: Any) -> ArtifactInfo:
@@ -388,7 +391,7 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
         if not repeated:
             replaced, path = path, publish()
         _store_artifact(session, row, info, job_id, path, now)
-        session.execute(statements.upload_touch(final), touch)
+        lean.joined(session).execute(statements.upload_touch(final), touch)
         if final:
             _events(events).job_ending(session, job_id, job.callback_url, COMPLETED)
         session.commit()

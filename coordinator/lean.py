@@ -118,9 +118,8 @@ class LeanCursor:
 
     def first(self, statement: ClauseElement, params: Mapping[str, Any]) -> Record | None:
         """The first row as a Record (None when there is none)."""
-        prepared = self.execute(statement, params)
-        row = self._cursor.fetchone()
-        return None if row is None else prepared.record(row, prepared.processors(self._cursor.description))
+        rows = self.all(statement, params)  # read to the end: the statement is finished
+        return rows[0] if rows else None
 
     def all(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[Record]:
         """Every row as a Record."""
@@ -198,6 +197,13 @@ class Lean:
         finally:
             cursor.close()
             connection.close()  # back to the pool
+
+
+def joined(session: Session | scoped_session) -> LeanCursor:
+    """A cursor inside `session`'s own transaction (begun now if it is not): prebuilt statements
+    run there at the cost they have below the ORM, and commit or roll back with the session."""
+    connection = session.connection().connection.driver_connection
+    return LeanCursor(of(session), connection.cursor())
 
 
 def _end_open_transaction(session: Session | scoped_session | None) -> None:
