@@ -2,6 +2,7 @@
 
 - throughput: no-op jobs/s with 8 worker processes: dubfleet (echo jobs over HTTP), RQ (local
   Redis), procrastinate (local PostgreSQL); a peer whose service is absent is skipped with a note;
+  while dubfleet's workers run, a client polls a job's view every 50 ms (its p50/p99 under load);
 - endpoints: requests/s, p50 and p99 of a hello-world Flask app and of dubfleet's status and
   worker endpoints, both on dubfleet's waitress stack with the same settings (4 threads);
 - pickup: submit → claimed latency with idle long-polling workers.
@@ -15,13 +16,16 @@ are printed and written to bench/results/peers.json.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -45,17 +49,51 @@ def _code_env(root: Path | None) -> dict[str, str]:
 
 # --- throughput ---------------------------------------------------------------------------
 
+class StatusPoller(threading.Thread):
+    """A client polling one job's view every POLL_SECONDS while the fleet runs (its latencies)."""
+
+    POLL_SECONDS = 0.05
+
+    def __init__(self, base: str, job_id: str):
+        super().__init__(daemon=True)
+        self.target = httpload.Target("poll", "GET", f"/jobs/{job_id}", {"X-API-Key": ADMIN_KEY})
+        self.base, self.latencies = base, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        parts = urlsplit(self.base)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        while not self.done.wait(self.POLL_SECONDS):
+            t0 = time.perf_counter()
+            conn.request("GET", self.target.path, headers=self.target.headers)
+            conn.getresponse().read()
+            self.latencies.append(time.perf_counter() - t0)
+        conn.close()
+
+    def figures(self) -> dict:
+        """p50 and p99 (ms) of the polls."""
+        lat = sorted(self.latencies)
+        if not lat:
+            return {}
+        return {"poll_p50_ms": round(statistics.median(lat) * 1000, 2),
+                "poll_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2)}
+
+
 def dubfleet_throughput(tmp: Path, jobs: int, root: Path | None = None) -> dict:
-    """Echo jobs/s with WORKERS burst worker processes (jobs submitted first)."""
+    """Echo jobs/s with WORKERS burst worker processes (jobs submitted first), and the latency of
+    a client polling the last job's view meanwhile."""
     coord = Coordinator(tmp, env={**BENCH_ENV, **_code_env(root)}).start()
     try:
         admin = Api(coord.url, ADMIN_KEY)
-        for i in range(jobs):
-            admin.submit_bytes(f"tiny {i}".encode())
+        last = [admin.submit_bytes(f"tiny {i}".encode()) for i in range(jobs)][-1]["job_id"]
+        poller = StatusPoller(coord.url, last)
+        poller.start()
         procs = [start_worker(coord.url, tmp / "w", f"w{n}", "--burst", "--kinds", "echo",
                               "--claim-wait", "0", env=_code_env(root)) for n in range(WORKERS)]
         for proc in procs:
             proc.wait(600)
+        poller.done.set()
+        poller.join(30)
         views = admin.all_jobs()
     finally:
         coord.stop()
@@ -63,7 +101,7 @@ def dubfleet_throughput(tmp: Path, jobs: int, root: Path | None = None) -> dict:
     if len(done) != jobs:
         return {"skipped": f"only {len(done)} of {jobs} jobs completed"}
     span = max(v["finished_at"] for v in done) - min(v["started_at"] for v in done)
-    return {"jobs_per_s": round(jobs / span, 1)}
+    return {"jobs_per_s": round(jobs / span, 1), **poller.figures()}
 
 
 def throughput(tmp: Path, rounds: int, jobs: int, before: Path | None) -> dict:
@@ -86,7 +124,9 @@ def _median_rate(results: list[dict]) -> dict:
     rates = [r["jobs_per_s"] for r in results if "jobs_per_s" in r]
     if not rates:
         return {"skipped": results[0].get("skipped", "no result")}
-    return {"jobs_per_s": round(statistics.median(rates), 1), "rounds": rates}
+    polls = sorted(r["poll_p99_ms"] for r in results if "poll_p99_ms" in r)
+    extra = {"poll_p99_ms_rounds": polls} if polls else {}
+    return {"jobs_per_s": round(statistics.median(rates), 1), "rounds": rates, **extra}
 
 
 # --- endpoints ----------------------------------------------------------------------------
