@@ -1,7 +1,9 @@
 """The interface between the worker loop and the job pipelines (echo, transcribe, subtitle, dub).
 
 A pipeline receives a `JobContext` and the downloaded input, writes its outputs under
-`ctx.work_dir` and returns a `JobResult`. It reports progress through the context, calls
+`ctx.work_dir` and returns a `JobResult`. The work dir is the job's own folder, removed after the
+job; the loop's downloads are in it too (`input.<ext>`, `subtitles.txt`, `parent_segments.tar`),
+so a pipeline names its files otherwise. It reports progress through the context, calls
 `ctx.check()` between units of work (raises `JobCancelled` / `LeaseLost` / `ShutdownRequested`),
 and may `ctx.publish()` partial artifacts (transcript, subtitles) before it finishes.
 """

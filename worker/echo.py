@@ -37,7 +37,7 @@ class EchoPipeline:
         digest = self._copy(ctx, input_path, out, total)
         content_type = mimetypes.guess_type(ctx.job.input_name or out.name)[0]
         output = OutputFile("result", out, content_type or "application/octet-stream")
-        logger.info("job %s: echoed %d bytes, sha256 %s", ctx.job.job_id, total, digest)
+        logger.debug("job %s: echoed %d bytes, sha256 %s", ctx.job.job_id, total, digest)
         return JobResult(outputs=(output,), main="result",
                          info={"sha256": digest, "size": total})
 

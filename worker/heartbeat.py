@@ -4,10 +4,16 @@ It only does I/O, so heavy CPU work in the main thread cannot starve it; the pip
 fields under a lock. It keeps beating through a graceful shutdown and stops only when told to,
 when the lease is lost (409), or when the coordinator has been unreachable for longer than the
 lease would last.
+
+Each job's heartbeat runs on a thread of its own, but threads are reused: one that finished a
+job's heartbeat waits for the next job's instead of exiting (starting a thread per job cost a
+tiny job about 0.1 ms). A heartbeat still busy with a beat when its job ended is left to finish
+on its thread while the next job gets another.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Protocol
@@ -39,13 +45,92 @@ def lease_seconds(lease_expires_at: float, interval: float) -> float:
     return 4 * interval
 
 
-class HeartbeatThread(threading.Thread):
-    """Beats every `heartbeat_interval` with the latest stage/progress/message/eta."""
+class _Runner(threading.Thread):
+    """A daemon thread that runs one job's heartbeat after another, parked in between."""
+
+    def __init__(self, pool: "RunnerPool"):
+        super().__init__(name="heartbeat", daemon=True)
+        self._pool = pool
+        self._next: HeartbeatThread | None = None
+        self._ready = threading.Event()
+
+    def hand(self, beat: "HeartbeatThread") -> None:
+        """Run `beat` next (the runner is new or parked, so it is not running one)."""
+        self._next = beat
+        self._ready.set()
+
+    def run(self) -> None:
+        """Run the heartbeats handed over until the pool has enough parked runners."""
+        keep = True
+        while keep:
+            self._ready.wait()
+            self._ready.clear()
+            beat, self._next = self._next, None
+            if beat is None:
+                continue
+            self.name = beat.name
+            try:
+                beat.run_here()
+            finally:
+                self.name = "heartbeat"
+                # Parked before the beat counts as finished: the job that waits for it to
+                # finish finds this thread parked for its next job's heartbeat.
+                keep = self._pool.park(self)
+                beat.finished()
+
+
+class RunnerPool:
+    """The threads heartbeats run on: a parked one when there is one, else a new one."""
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep  # parked threads kept at most (more exit)
+        self._parked: list[_Runner] = []
+        self._lock = threading.Lock()
+
+    def run(self, beat: "HeartbeatThread") -> None:
+        """Run `beat` on a parked thread, or on a new one if none is parked."""
+        with self._lock:
+            runner = self._parked.pop() if self._parked else None
+        if runner is not None:
+            runner.hand(beat)
+            return
+        runner = _Runner(self)
+        runner.hand(beat)
+        runner.start()
+
+    def park(self, runner: _Runner) -> bool:
+        """Keep `runner` for a later heartbeat; False: enough are parked, let it exit."""
+        with self._lock:
+            if len(self._parked) >= self.keep:
+                return False
+            self._parked.append(runner)
+            return True
+
+    def forget(self) -> None:
+        """Drop the parked threads (a forked child has none of its parent's threads)."""
+        self._lock = threading.Lock()
+        self._parked = []
+
+
+RUNNERS = RunnerPool()
+os.register_at_fork(after_in_child=RUNNERS.forget)
+
+
+class HeartbeatThread:
+    """Beats every `heartbeat_interval` with the latest stage/progress/message/eta.
+
+    Thread-like (`start`, `join`, `is_alive`), but run on a reused thread of `pool`.
+    """
 
     def __init__(self, client: HeartbeatClient, job: ClaimedJob, *, min_gap: float = 2.0,
-                 urgent_delay: float = 0.25, clock: Callable[[], float] = time.monotonic):
-        super().__init__(name=f"heartbeat-{job.job_id}", daemon=True)
+                 urgent_delay: float = 0.25, clock: Callable[[], float] = time.monotonic,
+                 pool: RunnerPool | None = None):
+        self.name = f"heartbeat-{job.job_id}"
         self.client, self.job = client, job
+        self._pool = pool or RUNNERS
+        self._started = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None  # the thread running it, once it runs
         self.interval = max(0.05, float(job.heartbeat_interval or 30.0))
         self.min_gap = min_gap
         self.urgent_delay = urgent_delay
@@ -74,12 +159,39 @@ class HeartbeatThread(threading.Thread):
         with self._lock:
             return Heartbeat.from_dict(self._fields)
 
+    def start(self) -> None:
+        """Start beating (on a parked thread of the pool, or a new one)."""
+        if self._started:
+            raise RuntimeError(f"{self.name} already started")
+        self._started = True
+        self._pool.run(self)
+
+    def is_alive(self) -> bool:
+        """Whether it was started and has not finished yet."""
+        return self._started and not self._done.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until it finished (at most `timeout` seconds)."""
+        self._done.wait(timeout)
+
     def stop(self, timeout: float = 1.0) -> None:
         """Stop beating (an in-flight beat is left to finish in the background)."""
         self._stopping.set()
         self._wake.set()
-        if self.is_alive() and threading.current_thread() is not self:
+        if self.is_alive() and threading.current_thread() is not self._thread:
             self.join(timeout)
+
+    def run_here(self) -> None:
+        """Run it on the calling thread (a runner of the pool, which calls `finished` after)."""
+        self._thread = threading.current_thread()
+        try:
+            self.run()
+        except Exception:  # a bug: logged, and the thread goes on serving later jobs
+            logger.exception("job %s: heartbeat thread crashed", self.job.job_id)
+
+    def finished(self) -> None:
+        """Mark it finished (`join` returns, `is_alive` is False)."""
+        self._done.set()
 
     def run(self) -> None:
         """Beat until stopped or the lease is gone (the claim itself granted the lease)."""

@@ -1,6 +1,7 @@
 """The `JobContext` the worker loop hands to pipelines: progress, cancellation, early artifacts."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -10,7 +11,7 @@ from shared.protocol import ClaimedJob, Stage
 from worker.context import OutputFile
 from worker.errors import JobCancelled, LeaseLost, ShutdownRequested
 from worker.heartbeat import HeartbeatThread
-from worker.transfer import file_sha256, human_bytes
+from worker.transfer import file_sha256, human_bytes, read_small
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +33,18 @@ class LiveJobContext:
         self.subtitles_path: Path | None = None
         # A re-dub's copy of its parent's segment bundle (None: not a re-dub).
         self.parent_path: Path | None = None
+        # The main artifact, once the job completed with it (for the job's last log line).
+        self.main_artifact: str | None = None
 
-    def stage(self, stage: Stage, message: str | None = None) -> None:
-        """Enter a stage; an immediate (rate-limited) beat tells the coordinator."""
+    def stage(self, stage: Stage, message: str | None = None, *, quiet: bool = False) -> None:
+        """Enter a stage; an immediate (rate-limited) beat tells the coordinator.
+
+        `quiet` logs it at DEBUG only: the loop's transfer stages when there is next to nothing
+        to transfer (a tiny job's log is its claimed and completed lines)."""
         self.check()
         self.current_stage = Stage(stage)
-        logger.info("job %s: stage %s%s", self.job.job_id, self.current_stage.value,
-                    f" ({message})" if message else "")
+        logger.log(logging.DEBUG if quiet else logging.INFO, "job %s: stage %s%s",
+                   self.job.job_id, self.current_stage.value, f" ({message})" if message else "")
         # "" clears the previous stage's message on the coordinator (None means "unchanged").
         self.beat.update(stage=self.current_stage.value, message=message or "",
                          eta_seconds=None, urgent=True)
@@ -79,7 +85,8 @@ class LiveJobContext:
         with `claim_next` also claims the worker's next job (the client's `handover`).
         """
         self.check()
-        sha = file_sha256(output.path)
+        data = read_small(output.path)  # a small output is read once: hashed and sent from memory
+        sha = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(output.path)
         if self.published.get(output.name) == sha:
             logger.debug("job %s: %s already uploaded", self.job.job_id, output.name)
             return False
@@ -87,7 +94,7 @@ class LiveJobContext:
                                   content_type=output.content_type, check=self.check,
                                   on_progress=self.transfer_progress(f"uploading {output.name}"),
                                   sha256=sha, detected_language=detected_language,
-                                  claim_next=claim_next)
+                                  claim_next=claim_next, data=data)
         self.published[output.name] = sha
         return True
 

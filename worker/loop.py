@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import re
 import shutil
@@ -30,13 +31,17 @@ from worker.errors import (CoordinatorError, CoordinatorUnavailable, JobCancelle
 from worker.heartbeat import HeartbeatThread
 from worker.jobcontext import LiveJobContext
 from worker.pipelines import PipelineRegistry
-from worker.transfer import backoff_delay
+from worker.transfer import SMALL_TRANSFER, backoff_delay
 
 logger = logging.getLogger(__name__)
 
 EMPTY, ERROR = "empty", "error"
 UPLOAD_ROUNDS = 5
 REPORT_TRIES = 4
+# The loop's own files in a job's folder, next to the input (`input_filename`); pipelines use
+# other names (worker.context).
+SUBTITLES_FILE = "subtitles.txt"
+PARENT_BUNDLE_FILE = "parent_segments.tar"
 # 4xx replies to a claim that retrying cannot fix (bad key, wrong URL, rejected WorkerInfo).
 RETRYABLE_CLAIM_STATUSES = {408, 409, 425, 429}
 
@@ -214,29 +219,33 @@ class Worker:
     # -- one job ----------------------------------------------------------------------------
 
     def perform(self, job: ClaimedJob) -> str:
-        """Run one claimed job to an outcome; never raises."""
+        """Run one claimed job to an outcome; never raises.
+
+        The job gets one folder, `<work_dir>/<job_id>-<attempt>`: the loop's downloads and the
+        pipeline's files (`ctx.work_dir`), removed when the job ends however it ends.
+        """
         logger.info("job %s: claimed %s (attempt %d/%d)", job.job_id, job.kind, job.attempt,
                     job.max_attempts)
-        root = self.work_dir / f"{job.job_id}-{job.attempt}"
+        folder = self.work_dir / f"{job.job_id}-{job.attempt}"
         beat = HeartbeatThread(self.client, job, min_gap=self.heartbeat_min_gap)
-        ctx = LiveJobContext(job, root / "work", self.client, beat, self._abort)
+        ctx = LiveJobContext(job, folder, self.client, beat, self._abort)
         self.current, started = job, time.monotonic()
         beat.start()
         try:
-            outcome = self._outcome(ctx, root)
+            outcome = self._outcome(ctx)
         finally:
             beat.stop()
             self.current = None
-            shutil.rmtree(root, ignore_errors=True)
-        logger.info("job %s: %s in %.1fs", job.job_id, outcome, time.monotonic() - started)
+            shutil.rmtree(folder, ignore_errors=True)
+        _log_end(ctx, outcome, time.monotonic() - started)
         self.outcomes.append((job.job_id, outcome))
         return outcome
 
-    def _outcome(self, ctx: LiveJobContext, root: Path) -> str:
+    def _outcome(self, ctx: LiveJobContext) -> str:
         """Execute and map every exception to what we tell the coordinator."""
         job, client = ctx.job, self.client
         try:
-            return self._execute(ctx, root)
+            return self._execute(ctx)
         except LeaseLost as exc:
             return _lease_lost(job, exc)
         except JobCancelled:
@@ -257,20 +266,23 @@ class Worker:
             reason = f"{type(exc).__name__}: {exc}"
             return self._end(ctx, "failed", lambda: client.fail(job, reason, True))
 
-    def _execute(self, ctx: LiveJobContext, root: Path) -> str:
+    def _execute(self, ctx: LiveJobContext) -> str:
         """Download the input (and a dub's own subtitles), run the pipeline, deliver the outputs."""
-        ctx.work_dir.mkdir(parents=True, exist_ok=True)
-        ctx.stage(Stage.DOWNLOADING)
+        job, folder = ctx.job, ctx.work_dir
+        make_job_folder(folder)
+        bundle = _redub_bundle(job)
+        # Only a transfer is worth a log line: not an input that came inside the claim reply.
+        ctx.stage(Stage.DOWNLOADING, quiet=job.input_inline is not None and bool(job.input_sha256)
+                  and not job.subtitles_sha256 and not bundle)
         input_path = self.client.download_input(
-            ctx.job, root / input_filename(ctx.job), check=ctx.check,
+            job, folder / input_filename(job), check=ctx.check,
             on_progress=ctx.transfer_progress("downloading input"))
-        if ctx.job.subtitles_sha256:  # a dub with the user's own subtitles
+        if job.subtitles_sha256:  # a dub with the user's own subtitles
             ctx.subtitles_path = self.client.download_subtitles(
-                ctx.job, root / "subtitles.txt", check=ctx.check)
-        redub = (ctx.job.options or {}).get("redub")
-        if isinstance(redub, dict) and redub.get("bundle_sha256"):  # a re-dub: the parent's lines
+                job, folder / SUBTITLES_FILE, check=ctx.check)
+        if bundle:  # a re-dub: the parent's lines
             ctx.parent_path = self.client.download_parent(
-                ctx.job, root / "parent_segments.tar", str(redub["bundle_sha256"]), check=ctx.check)
+                job, folder / PARENT_BUNDLE_FILE, bundle, check=ctx.check)
         ctx.check()
         pipeline = self.registry.get(ctx.job.kind)
         result = pipeline.run(ctx, input_path)
@@ -280,7 +292,7 @@ class Worker:
     def _deliver(self, ctx: LiveJobContext, result: JobResult) -> None:
         """Upload the other outputs (final=0), then the main one with final=1 (completes)."""
         outputs = checked_outputs(result)
-        ctx.stage(Stage.UPLOADING)
+        ctx.stage(Stage.UPLOADING, quiet=outputs_size(outputs) < SMALL_TRANSFER)
         main = next(o for o in outputs if o.name == result.main)
         for output in outputs:
             if output is not main:
@@ -293,7 +305,7 @@ class Worker:
         if not sent:
             self._with_retries(lambda: self.client.complete(ctx.job, result.main,
                                                             result.detected_language), "complete")
-        logger.info("job %s: completed with %s", ctx.job.job_id, result.main)
+        ctx.main_artifact = result.main
 
     def _upload_with_retries(self, ctx: LiveJobContext, output: OutputFile, final: bool = False,
                              detected_language: str | None = None, claim_next: bool = False) -> bool:
@@ -347,6 +359,33 @@ class Worker:
         return outcome
 
 
+def _log_end(ctx: LiveJobContext, outcome: str, seconds: float) -> None:
+    """The one line that ends a job's log: outcome, duration and (completed) main artifact."""
+    main = f" (main artifact {ctx.main_artifact})" if ctx.main_artifact else ""
+    logger.info("job %s: %s in %.1fs%s", ctx.job.job_id, outcome, seconds, main)
+
+
+def make_job_folder(folder: Path) -> None:
+    """Create a job's folder with one mkdir (the worker's own folder too, the first time).
+
+    An existing folder (the same attempt after a worker crash) is reused: downloads resume.
+    """
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def _redub_bundle(job: ClaimedJob) -> str | None:
+    """The sha256 of a re-dub's copy of its parent's segment bundle (None: not a re-dub)."""
+    redub = (job.options or {}).get("redub")
+    if isinstance(redub, dict) and redub.get("bundle_sha256"):
+        return str(redub["bundle_sha256"])
+    return None
+
+
 def _lease_lost(job: ClaimedJob, exc: LeaseLost) -> str:
     """Log what really became of a job whose call got 409, and return that as the outcome."""
     outcome = exc.outcome()
@@ -374,6 +413,11 @@ def checked_outputs(result: JobResult) -> tuple[OutputFile, ...]:
     if missing:
         raise FileNotFoundError(f"pipeline outputs missing on disk: {missing}")
     return result.outputs
+
+
+def outputs_size(outputs: tuple[OutputFile, ...]) -> int:
+    """The total size of the outputs in bytes."""
+    return sum(os.stat(o.path).st_size for o in outputs)
 
 
 def input_filename(job: ClaimedJob) -> str:

@@ -17,6 +17,8 @@ from shared.protocol import SHA256_HEADER
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
+# Below this a transfer is quick: no progress lines, and an upload body is sent from memory.
+SMALL_TRANSFER = CHUNK_SIZE
 Check = Callable[[], None]
 OnProgress = Callable[[int, "int | None"], None]
 
@@ -58,6 +60,15 @@ def _hash_prefix(path: Path, chunk_size: int = CHUNK_SIZE) -> "hashlib._Hash":
     return digest
 
 
+def read_small(path: Path, limit: int = SMALL_TRANSFER) -> bytes | None:
+    """The whole content of `path` if it is under `limit` bytes, else None (one open)."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit)
+        if len(data) < limit:
+            return data
+    return None
+
+
 def human_bytes(n: float) -> str:
     """Short human size: 1.5 MB."""
     for unit in ("B", "KB", "MB", "GB"):
@@ -92,7 +103,7 @@ class RateLimit:
 class LogProgress:
     """Progress as log lines (every 10 s or 25 %) when stderr is not a terminal; small: quiet."""
 
-    small = CHUNK_SIZE
+    small = SMALL_TRANSFER
 
     def __init__(self, total: int | None, desc: str, initial: int = 0):
         self.total, self.desc, self.n = total, desc, initial

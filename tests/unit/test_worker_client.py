@@ -11,6 +11,7 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from shared.protocol import ClaimedJob, Heartbeat, WorkerInfo
 from worker.client import CoordinatorClient
@@ -241,3 +242,80 @@ def test_backoff_helpers():
     assert backoff_delay(30, 1, 60, rand=lambda: 1.0) == 60.0
     assert parse_retry_after("5") == 5.0 and parse_retry_after("junk") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+# --- per-request overhead ----------------------------------------------------------------------
+
+REQUESTS = [
+    dict(method="POST", url="http://h:1/jobs/j1/upload-result",
+         params={"name": "a b/ñ", "final": 1, "next": 1, "skip": None, "many": ["x", "y"]},
+         data=b"bytes", headers={"X-Lease-Token": "t", "Content-Type": "application/octet-stream"}),
+    dict(method="post", url="http://h:1/jobs/claim?x=1", json={"worker": {"id": "w"}, "wait": 0.0}),
+    dict(method="GET", url="http://h:1/jobs/j1/download-input",
+         headers={"X-Lease-Token": "t", "User-Agent": None, "Range": "bytes=5-"}),
+    dict(method="POST", url="http://u:p@h:1/jobs/j1/fail", json={"reason": "x"},
+         params={}),
+]
+
+
+@pytest.mark.parametrize("req", REQUESTS)
+def test_session_prepares_requests_as_requests_does(req):
+    """The client's session builds a request directly (no cookie jars or settings to merge):
+    the same method, URL, headers and body as requests' own prepare_request."""
+    session = CoordinatorClient("http://h:1", "dfw_key", "session-1").session
+    assert session._plain(requests.Request(**req))  # the direct path, not requests' own
+    mine = session.prepare_request(requests.Request(**req))
+    theirs = requests.Session.prepare_request(session, requests.Request(**req))
+    assert (mine.method, mine.url, mine.body) == (theirs.method, theirs.url, theirs.body)
+    assert dict(mine.headers) == dict(theirs.headers)
+    assert "Cookie" not in mine.headers and mine._cookies is not None
+
+
+def test_session_takes_requests_path_when_it_has_cookies(server):
+    """A cookie set by a reply is sent back, as a plain requests session would."""
+    seen: list = []
+
+    def app(h: Handler) -> None:
+        seen.append(h.headers.get("Cookie"))
+        h.reply(200, {}, {"Set-Cookie": "sid=abc; Path=/"})
+
+    server.app = app
+    client = make_client(server)
+    client.fail(job(), "x")
+    client.fail(job(), "y")
+    assert seen == [None, "sid=abc"]
+
+
+def test_session_reads_netrc_once_per_host(monkeypatch):
+    import worker.client as module
+    calls: list[str] = []
+    monkeypatch.setattr(module, "get_netrc_auth", lambda url: calls.append(url) or ("u", "p"))
+    session = CoordinatorClient("http://h:1", "dfw_key", "session-1").session
+    for path in ("/a", "/b"):
+        prepared = session.prepare_request(requests.Request("GET", "http://h:1" + path))
+        assert prepared.headers["Authorization"].startswith("Basic ")
+    assert calls == ["http://h:1/a"]
+
+
+@pytest.mark.parametrize("content", [b"tiny", b""])
+def test_small_upload_is_sent_from_memory(server, tmp_path, content):
+    """Bytes the caller already read go as the body (with a Content-Length); progress is
+    reported once they are sent."""
+    path = tmp_path / "out.bin"
+    path.write_bytes(content)
+    sha = hashlib.sha256(content).hexdigest()
+    got: list = []
+
+    def app(h: Handler) -> None:
+        got.append((h.query, h.headers.get("Content-Length"), h.headers.get("X-Content-SHA256"),
+                    h.body()))
+        h.reply(200, {"artifact": {"name": "result", "size": len(content), "sha256": sha}})
+
+    server.app = app
+    progress: list = []
+    info = make_client(server).upload_result(
+        job(), path, "result", final=True, data=content, sha256=sha,
+        on_progress=lambda done, total: progress.append((done, total)))
+    assert got == [({"name": "result", "content_type": "application/octet-stream", "final": "1"},
+                    str(len(content)), sha, content)]
+    assert progress == [(len(content), len(content))] and info.sha256 == sha

@@ -1,7 +1,9 @@
 """The worker loop against an in-memory fake of the coordinator client."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import logging
 import os
 import signal
 import threading
@@ -36,6 +38,7 @@ class FakeCoordinator:
         self.claim_waits: list[float] = []
         self.last_retry_after: float | None = None
         self.asked_next: list[str] = []
+        self.from_memory: list[bool] = []  # per upload: its bytes came read already (small file)
         self.hand_over = False  # act as a coordinator that serves claim-on-complete
         self.handover: ClaimedJob | None = None
         self._lock = threading.Lock()
@@ -83,8 +86,11 @@ class FakeCoordinator:
 
     def upload_result(self, job: ClaimedJob, path: Path, name: str, *, final: bool = False,
                       content_type: str = "application/octet-stream", check=None,
-                      on_progress=None, sha256=None, detected_language=None, claim_next=False):
+                      on_progress=None, sha256=None, detected_language=None, claim_next=False,
+                      data=None):
         self._record("upload_result", job.job_id, name, final, detected_language)
+        self.from_memory.append(data is not None)
+        assert data is None or data == path.read_bytes()
         if claim_next:
             self.asked_next.append(job.job_id)
             if self.hand_over and final and self.queue:
@@ -516,3 +522,97 @@ def test_a_job_handed_over_while_stopping_goes_back(fake, make_worker):
     client.upload_result = upload_then_stop
     worker.work(install_signals=False)
     assert client.call("release", "j1") and ("j1", "result") not in client.uploads
+
+
+# --- per-job overhead: one folder, two log lines, small outputs read once ---------------------
+
+def _job_lines(caplog, job_id: str, level: int = logging.INFO) -> list[str]:
+    """The messages about `job_id` logged at `level` or above."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= level and r.getMessage().startswith(f"job {job_id}:")]
+
+
+def test_a_tiny_job_logs_one_line_when_claimed_and_one_when_it_ends(fake, make_worker, caplog):
+    """Outcome, duration and main artifact share the last line; stages with nothing to fetch
+    or send (an input sent inline, a small result) are DEBUG."""
+    data = b"tiny"
+    fake.add("j1", data, input_inline=base64.b64encode(data).decode())
+    fake.download_input = lambda job, dest, check=None, on_progress=None: (
+        dest.write_bytes(base64.b64decode(job.input_inline)), dest)[1]
+    caplog.set_level(logging.DEBUG)
+    make_worker().work(burst=True, install_signals=False)
+    assert _job_lines(caplog, "j1") == ["job j1: claimed echo (attempt 1/3)",
+                                        "job j1: completed in 0.0s (main artifact result)"]
+    debug = _job_lines(caplog, "j1", logging.DEBUG)
+    assert "job j1: stage downloading" in debug and "job j1: stage uploading" in debug
+
+
+def test_real_transfers_and_failures_keep_their_lines(fake, make_worker, caplog):
+    caplog.set_level(logging.INFO)
+    fake.add("j1", os.urandom(2 * 1024 * 1024))  # fetched, and a result over 1 MiB
+    fake.add("j2", kind="boom")
+    make_worker(boom=Raises(JobFailed("GPU out of memory"))).work(burst=True,
+                                                                 install_signals=False)
+    lines = _job_lines(caplog, "j1")
+    assert lines[1:3] == ["job j1: stage downloading", "job j1: stage uploading"]
+    assert lines[-1].startswith("job j1: completed in ") and "(main artifact result)" in lines[-1]
+    *_, reason, end = _job_lines(caplog, "j2")
+    assert reason == "job j2: attempt failed: GPU out of memory"
+    assert end.startswith("job j2: failed in ") and "main artifact" not in end
+
+
+class Records:
+    """A pipeline that notes its folder and input, writes files, then fails or succeeds."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.seen = fail, []
+
+    def run(self, ctx, input_path: Path) -> JobResult:
+        self.seen.append((ctx.work_dir, input_path, sorted(p.name for p in ctx.work_dir.iterdir())))
+        (ctx.work_dir / "scratch").mkdir()
+        (ctx.work_dir / "scratch" / "a.wav").write_bytes(b"x")
+        out = ctx.work_dir / "out.txt"
+        out.write_bytes(input_path.read_bytes())
+        if self.fail:
+            raise JobFailed("failed after writing files")
+        return JobResult(outputs=(OutputFile("result", out),), main="result")
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_job_has_one_folder_removed_when_it_ends(fake, make_worker, tmp_path, fail):
+    """Input and pipeline files share `<work_dir>/<job>-<attempt>` (one mkdir), which is gone
+    after the job, completed or failed."""
+    fake.add("j1", b"in", kind="rec")
+    pipeline = Records(fail)
+    worker = make_worker(rec=pipeline)
+    worker.work(burst=True, install_signals=False)
+    folder, input_path, present = pipeline.seen[0]
+    assert folder == tmp_path / "work" / "j1-1" and input_path == folder / "input.bin"
+    assert present == ["input.bin"]  # no directory the job does not use
+    assert worker.outcomes == [("j1", "failed" if fail else "completed")]
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_small_outputs_are_read_once_and_sent_from_memory(fake, make_worker):
+    fake.add("j1", b"small")
+    fake.add("j2", os.urandom(1024 * 1024 + 1))
+    make_worker().work(burst=True, install_signals=False)
+    assert fake.from_memory == [True, False]
+    assert fake.uploads[("j1", "result")] == b"small"
+
+
+def test_heartbeats_of_consecutive_jobs_reuse_one_thread(fake, make_worker):
+    threads = []
+
+    class Notes:
+        def run(self, ctx, input_path):
+            deadline = time.monotonic() + 5
+            while ctx.beat._thread is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            threads.append(ctx.beat._thread)
+            return EchoPipeline().run(ctx, input_path)
+
+    for n in range(3):
+        fake.add(f"j{n}", kind="notes")
+    make_worker(notes=Notes()).work(burst=True, install_signals=False)
+    assert len(threads) == 3 and threads[0] is threads[1] is threads[2]
