@@ -69,7 +69,8 @@ class NewJob:
 def clean_text(value: Any, max_length: int) -> str:
     """Printable text: control characters (NUL included) dropped, then truncated."""
     text = str(value)
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    if not text.isprintable():  # printable text has no category-C character: nothing to drop
+        text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
     return text[:max_length]
 
 
@@ -288,14 +289,12 @@ def parse_worker_info(data: Any, session_header: str | None) -> WorkerInfo:
     if not isinstance(data, dict):
         raise ValidationFailed("worker must be a JSON object", field="worker")
     _check_worker_fields(data)
-    merged = {"worker_id": "", "session_id": session_header or "", **data}
-    info = WorkerInfo.from_dict(merged)
     return WorkerInfo.from_dict({
-        **info.to_dict(),
-        "worker_id": clean_text(info.worker_id, 128) or "anonymous",
-        "session_id": clean_text(info.session_id or session_header or "", 128),
-        "hostname": clean_text(info.hostname, 255),
-        "device": clean_text(info.device, 64),
+        **data,
+        "worker_id": clean_text(data.get("worker_id", ""), 128) or "anonymous",
+        "session_id": clean_text(data.get("session_id") or session_header or "", 128),
+        "hostname": clean_text(data.get("hostname", ""), 255),
+        "device": clean_text(data.get("device", "cpu"), 64),
     })
 
 

@@ -6,6 +6,7 @@ never imports the coordinator.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -135,8 +136,17 @@ class _Wire:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
         """Build from a dict, ignoring keys this version does not know."""
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = _field_names(cls)
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> frozenset[str]:
+    """The field names of a wire dataclass (read once per class: they never change)."""
+    return frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+
+_WORKER_LISTS = ("kinds", "asr_models", "target_languages", "engines")
 
 
 @dataclass(frozen=True)
@@ -158,10 +168,8 @@ class WorkerInfo(_Wire):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "WorkerInfo":
         """Build from JSON, turning lists into tuples."""
-        info = super().from_dict(data)
-        tuples = {k: tuple(str(x) for x in getattr(info, k)) for k in
-                  ("kinds", "asr_models", "target_languages", "engines")}
-        return dataclasses.replace(info, **tuples)
+        data = {**data, **{k: tuple(str(x) for x in data[k]) for k in _WORKER_LISTS if k in data}}
+        return super().from_dict(data)
 
 
 @dataclass(frozen=True)
