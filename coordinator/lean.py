@@ -7,9 +7,10 @@ run their prebuilt Core statements (`coordinator.statements`) here: each stateme
 once per dialect with its bind and result processors (JSON, booleans), so the SQL and the values
 are exactly what SQLAlchemy itself would send. Everything else keeps the ORM session.
 
-SQLite connections run in autocommit mode (`coordinator.database`): a read is one statement, a
-write opens `BEGIN IMMEDIATE` itself. PostgreSQL opens its transaction implicitly; every block
-ends it (commit after a write block, rollback after a read).
+SQLite connections run in autocommit mode (`coordinator.database`): a read is one statement and
+so is a single-statement write (`write_one`). PostgreSQL opens its transaction implicitly; each
+use ends it (commit after a write, rollback after reads). Statements that must commit with other
+work run on the ORM transaction's own connection (`joined`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from flask import has_app_context
 from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql import ClauseElement
 
@@ -105,7 +107,7 @@ class _Prepared:
 
 
 class LeanCursor:
-    """Runs prepared statements inside one `Lean.reading()`/`Lean.writing()` block."""
+    """Runs prepared statements on one DBAPI cursor (`Lean.reading()`, `Lean.write_one`, `joined`)."""
 
     def __init__(self, lean: "Lean", cursor: Any):
         self._lean, self._cursor = lean, cursor
@@ -113,7 +115,9 @@ class LeanCursor:
     def execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> _Prepared:
         """Execute `statement` with `params`; the prepared form reads the rows back."""
         prepared = self._lean.prepare(statement)
-        self._cursor.execute(*prepared.bound(params))
+        sql, values = prepared.bound(params)
+        with self._lean.translated(sql, values):
+            self._cursor.execute(sql, values)
         return prepared
 
     def first(self, statement: ClauseElement, params: Mapping[str, Any]) -> Record | None:
@@ -124,7 +128,10 @@ class LeanCursor:
     def all(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[Record]:
         """Every row as a Record."""
         prepared = self.execute(statement, params)
-        rows = self._cursor.fetchall()
+        if self._cursor.description is None:  # a write without RETURNING: no rows to read
+            return []
+        with self._lean.translated(prepared.sql, params):
+            rows = self._cursor.fetchall()
         results = prepared.processors(self._cursor.description) if rows else ()
         return [prepared.record(row, results) for row in rows]
 
@@ -140,6 +147,7 @@ class Lean:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
+        self.dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._prepared: dict[int, _Prepared] = {}
         self._lock = threading.Lock()
 
@@ -155,17 +163,7 @@ class Lean:
     @contextlib.contextmanager
     def reading(self) -> Iterator[LeanCursor]:
         """A block of reads (SQLite: each statement on its own snapshot, without any lock)."""
-        with self._cursor(begin=None, commit=False) as cursor:
-            yield cursor
-
-    @contextlib.contextmanager
-    def writing(self, session: Session | scoped_session | None) -> Iterator[LeanCursor]:
-        """One write transaction (SQLite: holding the write lock from its first statement), committed
-        at the end of the block and rolled back when the block raises. A transaction `session`
-        has open is committed first, as an ORM write in it would have done: on SQLite it would
-        hold the write lock this block waits for."""
-        _end_open_transaction(session)
-        with self._cursor(begin="BEGIN IMMEDIATE" if self.sqlite else None, commit=True) as cursor:
+        with self._cursor(commit=False) as cursor:
             yield cursor
 
     def write_one(self, session: Session | scoped_session | None, statement: ClauseElement,
@@ -174,25 +172,40 @@ class Lean:
 
         On SQLite the statement runs in autocommit mode: a write statement takes the write lock
         (waiting in the busy handler) before it reads anything, and commits when it has run, so
-        it needs no BEGIN IMMEDIATE and no COMMIT round of its own. `session` as in `writing`."""
+        it needs no BEGIN IMMEDIATE and no COMMIT round of its own. A transaction `session` has
+        open is committed first, as an ORM write in it would have done: on SQLite it would hold
+        the write lock this statement waits for."""
         _end_open_transaction(session)
-        with self._cursor(begin=None, commit=not self.sqlite) as cursor:
+        with self._cursor(commit=not self.sqlite) as cursor:
             return cursor.all(statement, params)  # stepping to the end finishes the statement
 
     @contextlib.contextmanager
-    def _cursor(self, begin: str | None, commit: bool) -> Iterator[LeanCursor]:
-        connection = self.engine.raw_connection()
-        cursor = connection.cursor()
+    def translated(self, sql: str | None, params: Any) -> Iterator[None]:
+        """Raise the driver's errors as SQLAlchemy's (OperationalError, IntegrityError, ...), as
+        the ORM would: the error handlers (a busy database is 503) and callers see one kind."""
         try:
-            if begin:
-                cursor.execute(begin)
+            yield
+        except self.dbapi_error as exc:
+            raise sa_exc.DBAPIError.instance(sql, params, exc, self.dbapi_error,
+                                             dialect=self.engine.dialect) from exc
+
+    @contextlib.contextmanager
+    def _cursor(self, commit: bool) -> Iterator[LeanCursor]:
+        """A pooled connection's cursor; the transaction ends with the block (commit, or roll
+        back), and the connection goes back to the pool."""
+        with self.translated(None, None):
+            connection = self.engine.raw_connection()
+            cursor = connection.cursor()
+        try:
             yield LeanCursor(self, cursor)
-            if commit:
-                connection.commit()
-            elif not self.sqlite:
-                connection.rollback()
+            with self.translated("COMMIT" if commit else "ROLLBACK", None):
+                if commit:
+                    connection.commit()
+                elif not self.sqlite:
+                    connection.rollback()
         except BaseException:
-            connection.rollback()
+            with contextlib.suppress(self.dbapi_error):  # the first error is the one to see
+                connection.rollback()
             raise
         finally:
             cursor.close()
@@ -207,7 +220,7 @@ def joined(session: Session | scoped_session) -> LeanCursor:
 
 
 def _end_open_transaction(session: Session | scoped_session | None) -> None:
-    """Commit what `session` has open (see `Lean.writing`)."""
+    """Commit what `session` has open (see `Lean.write_one`)."""
     if isinstance(session, scoped_session):
         if not session.registry.has():  # this thread has no session yet: nothing is open
             return

@@ -15,6 +15,7 @@ _T = Job.__table__.c
 _BY_STATUS = sa.select(_T.id, _T.options, _T.cancel_requested).where(
     _T.status.in_(sa.bindparam("p_statuses", expanding=True))).order_by(_T.created_at)
 _SET_MESSAGE = sa.update(Job.__table__).where(_T.id == sa.bindparam("p_id")).values(message=sa.bindparam("p_msg"))
+_SET_KIND = sa.update(Job.__table__).where(_T.id == sa.bindparam("p_id")).values(kind=sa.bindparam("p_kind"))
 
 
 def test_rows_have_processed_values_and_attribute_access(session):
@@ -33,25 +34,31 @@ def test_rows_have_processed_values_and_attribute_access(session):
         rows[0].missing  # noqa: B018
 
 
-def test_a_raising_write_block_rolls_back_and_a_clean_one_commits(session):
+def test_a_failing_write_changes_nothing_and_a_good_one_commits(session):
     job_id = add(session)
-    with pytest.raises(RuntimeError):
-        with lean.of(session).writing(session) as cursor:
-            cursor.execute(_SET_MESSAGE, {"p_id": job_id, "p_msg": "lost"})
-            raise RuntimeError("boom")
-    assert status(session, job_id).message is None
-    with lean.of(session).writing(session) as cursor:
-        cursor.execute(_SET_MESSAGE, {"p_id": job_id, "p_msg": "kept"})
-    assert status(session, job_id).message == "kept"
+    with pytest.raises(sa.exc.IntegrityError):  # jobs.kind is NOT NULL; SQLAlchemy's error, like the ORM's
+        lean.of(session).write_one(session, _SET_KIND, {"p_id": job_id, "p_kind": None})
+    assert status(session, job_id).kind == "echo"
+    returned = lean.of(session).write_one(session, _SET_MESSAGE, {"p_id": job_id, "p_msg": "kept"})
+    assert returned == [] and status(session, job_id).message == "kept"
 
 
-def test_a_write_block_commits_the_sessions_open_transaction_first(session):
-    """On SQLite an open ORM transaction holds the write lock: the block would wait for it."""
+def test_a_write_commits_the_sessions_open_transaction_first(session):
+    """On SQLite an open ORM transaction holds the write lock: the write would wait for it."""
     job_id = add(session)
     session.execute(sa.update(Job).where(Job.id == job_id).values(message="from the session"))
-    with lean.of(session).writing(session) as cursor:
-        cursor.execute(_SET_MESSAGE, {"p_id": job_id, "p_msg": "from the block"})
-    assert status(session, job_id).message == "from the block"
+    lean.of(session).write_one(session, _SET_MESSAGE, {"p_id": job_id, "p_msg": "from the write"})
+    assert status(session, job_id).message == "from the write"
+
+
+def test_joined_statements_commit_and_roll_back_with_the_session(session):
+    job_id = add(session)
+    lean.joined(session).execute(_SET_MESSAGE, {"p_id": job_id, "p_msg": "rolled back"})
+    session.rollback()
+    assert status(session, job_id).message is None
+    lean.joined(session).execute(_SET_MESSAGE, {"p_id": job_id, "p_msg": "committed"})
+    session.commit()
+    assert status(session, job_id).message == "committed"
 
 
 def test_heartbeat_fencing_is_kept(session):
@@ -79,3 +86,17 @@ def test_statements_are_compiled_once_per_engine(session):
     engine_lean = lean.of(session)
     assert lean.of(session) is engine_lean
     assert engine_lean.prepare(statements.heartbeat()) is engine_lean.prepare(statements.heartbeat())
+
+
+def test_driver_errors_are_raised_as_sqlalchemys(session):
+    """So the JSON handlers map them as they map the ORM's (a busy database is 503, not 500),
+    and callers that catch SQLAlchemyError (claim-on-complete) still catch them."""
+    engine_lean = lean.of(session)
+    driver_error = engine_lean.dbapi_error
+    with pytest.raises(sa.exc.DBAPIError) as raised:
+        with engine_lean.translated("SELECT 1", None):
+            raise driver_error("database is locked")
+    assert isinstance(raised.value, sa.exc.SQLAlchemyError) and raised.value.orig.args == ("database is locked",)
+    with pytest.raises(sa.exc.DBAPIError):  # SQLite: OperationalError, PostgreSQL: ProgrammingError
+        with engine_lean.reading() as cursor:
+            cursor.execute(sa.text("SELECT * FROM no_such_table"), {})
