@@ -45,7 +45,7 @@ class Record(dict):
 class _Prepared:
     """One statement compiled for one dialect: SQL text, parameter order, processors."""
 
-    __slots__ = ("statement", "sql", "compiled", "order", "binds", "expanding", "literal", "forms", "dialect",
+    __slots__ = ("statement", "sql", "compiled", "order", "binds", "expanding", "forms", "dialect",
                  "columns", "fields", "results")
 
     def __init__(self, statement: ClauseElement, engine: Engine):
@@ -54,8 +54,9 @@ class _Prepared:
         self.statement, self.compiled, self.sql = statement, compiled, compiled.string
         self.order: Sequence[str] | None = compiled.positiontup if dialect.positional else None
         self.binds: Mapping[str, Callable] = compiled._bind_processors
+        if compiled.literal_execute_params:  # their values go into the SQL text: no shape cache
+            raise ValueError("literal_execute parameters are not supported below the ORM")
         self.expanding = tuple(compiled.bind_names[bind] for bind in compiled.post_compile_params)  # IN lists
-        self.literal = bool(compiled.literal_execute_params)  # values rendered into the SQL text
         self.forms: dict[tuple[int, ...], tuple] = {}  # expanded SQL by the IN lists' lengths
         self.dialect = dialect
         self.columns = getattr(compiled, "_result_columns", None) or []
@@ -63,15 +64,11 @@ class _Prepared:
         self.results: tuple | None = None  # made from the first result's cursor.description
 
     def bound(self, params: Mapping[str, Any]) -> tuple[str, Any]:
-        """The SQL text and DBAPI parameters for `params` (literal binds, IN lists and bind
+        """The SQL text and DBAPI parameters for `params` (literal values, IN lists and bind
         processors applied, as SQLAlchemy's own execution would)."""
         sql, order, binds = self.sql, self.order, self.binds
         values = self.compiled.construct_params(params)
-        if self.literal:
-            state = self.compiled.construct_expanded_state(params)
-            sql, values, binds = state.statement, dict(state.parameters), state.processors
-            order = state.positiontup if order is not None else None
-        elif self.expanding:
+        if self.expanding:
             sql, expanded_order, binds, expansion = self._form(values, params)
             order = expanded_order if order is not None else None
             for name, names in expansion.items():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -96,24 +97,25 @@ def leased_job() -> sa.Select:
 def jobs_ahead() -> sa.Select:
     """SELECT count(*) of the queued jobs ahead of (:p_priority, :p_created, :p_id) in claim order
     (priority desc, then age, then id): one count on the claim index for one job's position."""
-    prio, created, job_id = sa.bindparam("p_priority"), sa.bindparam("p_created"), sa.bindparam("p_id")
-    ahead = sa.or_(_T.priority > prio,
-                   sa.and_(_T.priority == prio,
-                           sa.or_(_T.created_at < created, sa.and_(_T.created_at == created, _T.id < job_id))))
-    return sa.select(sa.func.count()).select_from(Job.__table__).where(_T.status == QUEUED, ahead)
+    return _count_queued_ahead(Job.__table__, sa.bindparam("p_priority"), sa.bindparam("p_created"),
+                               sa.bindparam("p_id"))
+
+
+def _count_queued_ahead(table: sa.FromClause, priority: Any, created: Any, job_id: Any) -> sa.Select:
+    """SELECT count(*) of `table`'s queued jobs ahead of (priority, created, job_id) in claim
+    order: priority desc, then age, then id."""
+    c = table.c
+    ahead = sa.or_(c.priority > priority,
+                   sa.and_(c.priority == priority,
+                           sa.or_(c.created_at < created, sa.and_(c.created_at == created, c.id < job_id))))
+    return sa.select(sa.func.count()).select_from(table).where(c.status == QUEUED, ahead)
 
 
 @functools.lru_cache(maxsize=None)
 def job_with_place() -> sa.Select:
     """SELECT the job :p_id with `queued_ahead`, the count of `jobs_ahead()` when it is queued
     (NULL otherwise): a job view's row and queue position in one statement."""
-    ahead = Job.__table__.alias("ahead")
-    _H = ahead.c
-    before = sa.or_(_H.priority > _T.priority,
-                    sa.and_(_H.priority == _T.priority,
-                            sa.or_(_H.created_at < _T.created_at,
-                                   sa.and_(_H.created_at == _T.created_at, _H.id < _T.id))))
-    count = sa.select(sa.func.count()).select_from(ahead).where(_H.status == QUEUED, before).scalar_subquery()
+    count = _count_queued_ahead(Job.__table__.alias("ahead"), _T.priority, _T.created_at, _T.id).scalar_subquery()
     return (sa.select(Job.__table__, sa.case((_T.status == QUEUED, count), else_=None).label("queued_ahead"))
             .where(_T.id == sa.bindparam("p_id")))
 

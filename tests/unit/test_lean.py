@@ -86,6 +86,9 @@ def test_statements_are_compiled_once_per_engine(session):
     engine_lean = lean.of(session)
     assert lean.of(session) is engine_lean
     assert engine_lean.prepare(statements.heartbeat()) is engine_lean.prepare(statements.heartbeat())
+    literal = sa.select(_T.id).where(_T.kind == sa.bindparam("p_kind", literal_execute=True))
+    with pytest.raises(ValueError, match="literal_execute"):  # its SQL would change with each value
+        engine_lean.prepare(literal)
 
 
 def test_driver_errors_are_raised_as_sqlalchemys(session):
