@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 from shared.glossary import parse_glossary
 from shared.languages import AUTO, is_known
-from shared.protocol import (ARTIFACT_NAME_RE, FailReport, Heartbeat, JobKind, Stage, WorkerInfo,
-                             is_valid_artifact_name)
+from shared.protocol import (ARTIFACT_NAME_RE, WORKER_LISTS, FailReport, Heartbeat, JobKind, Stage,
+                             WorkerInfo, is_valid_artifact_name)
 
 from shared.netguard import UnsafeURL
 
@@ -44,7 +44,6 @@ LABEL_PATTERN = ARTIFACT_NAME_RE.pattern
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 MAX_LABEL_CHARS = 128
 MAX_WORKER_LIST = 256
-WORKER_LISTS = ("kinds", "asr_models", "target_languages", "engines")
 _INT_RE = re.compile(r"^[+-]?\d{1,9}$")
 _MIME_RE = re.compile(MIME_PATTERN)
 _PRINTABLE_RE = re.compile(PRINTABLE_PATTERN)

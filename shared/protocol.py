@@ -146,7 +146,8 @@ def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
 
 
-_WORKER_LISTS = ("kinds", "asr_models", "target_languages", "engines")
+# The list fields of WorkerInfo (tuples once parsed).
+WORKER_LISTS = ("kinds", "asr_models", "target_languages", "engines")
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class WorkerInfo(_Wire):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "WorkerInfo":
         """Build from JSON, turning lists into tuples."""
-        data = {**data, **{k: tuple(str(x) for x in data[k]) for k in _WORKER_LISTS if k in data}}
+        data = {**data, **{k: tuple(str(x) for x in data[k]) for k in WORKER_LISTS if k in data}}
         return super().from_dict(data)
 
 
