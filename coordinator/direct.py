@@ -138,8 +138,9 @@ def open_slot(storage: Any, job_id: str, run: int, req: SlotRequest, max_bytes: 
 
 def publish(session: Session, storage: Any, job_id: str, token: str | None, staged: Staged, *,
             name: str, content_type: str, final: bool, detected_language: str | None,
-            events: QueueEvents | None, max_bytes: int) -> jobs.Upload:
-    """Verify a worker's stored upload and record it like a local upload (same fencing).
+            events: QueueEvents | None, max_bytes: int, then: jobs.NextClaim | None = None) -> jobs.Upload:
+    """Verify a worker's stored upload and record it like a local upload (same fencing; `then`:
+    claim-on-complete in the same transaction).
 
     The object is read outside any transaction; the row then points to its key. A definite
     refusal (4xx) deletes the object unless a row already points to it; a store or database
@@ -155,7 +156,7 @@ def publish(session: Session, storage: Any, job_id: str, token: str | None, stag
         info = ArtifactInfo(name=name, size=staged.size, sha256=staged.sha256, content_type=content_type,
                             attempt=run)
         upload = jobs.add_artifact(session, job_id, token, info, lambda: staged.key, final=final,
-                                   detected_language=detected_language, events=events)
+                                   detected_language=detected_language, events=events, then=then)
     except CoordinatorError as exc:
         if exc.status_code < 500:
             logger.info("job %s: upload %s refused (%s): %s", job_id, staged.key, exc.error, exc.message)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shared.protocol import ArtifactInfo, Heartbeat, HeartbeatReply, JobStatus, WorkerInfo
@@ -128,6 +128,41 @@ def _run_claim(session: Session, stmt: sa.Update, params: dict[str, Any],
     row = returned[0]
     _events(events).job_changed(row["id"])
     return Claimed(row, params["p_token"], params["p_expires"])
+
+
+@dataclass(frozen=True)
+class NextClaim:
+    """Claim-on-complete: the worker (and queue policy) whose next job the completing upload
+    claims inside its own transaction (`add_artifact`)."""
+
+    worker: WorkerInfo
+    policy: QueuePolicy
+
+
+_SAVEPOINT = sa.text("SAVEPOINT dubfleet_next_claim")
+_UNDO_TO_SAVEPOINT = sa.text("ROLLBACK TO SAVEPOINT dubfleet_next_claim")
+
+
+def _claim_within(session: Session, then: NextClaim, now: float) -> Claimed | None:
+    """Claim `then.worker`'s next job in the session's open (writing) transaction: a busy
+    worker's job then costs one write transaction instead of two, and the write lock is taken
+    once. A claim that fails is undone alone and hands nothing over; the upload still commits
+    (SQLite undoes a failed statement by itself, PostgreSQL through a savepoint)."""
+    if not then.worker.kinds:
+        return None
+    params = {**_claim_params(then.worker, then.policy, now), **_capability_params(then.worker)}
+    cursor, postgres = lean.joined(session), not lean.of(session).sqlite
+    try:
+        if postgres:
+            cursor.execute(_SAVEPOINT, {})
+        rows = cursor.all(statements.claim_next(postgres), params)
+    except SQLAlchemyError:
+        logger.exception("claim-on-complete for worker session %s failed; it will claim",
+                         then.worker.session_id)
+        if postgres:
+            cursor.execute(_UNDO_TO_SAVEPOINT, {})
+        return None
+    return Claimed(rows[0], params["p_token"], params["p_expires"]) if rows else None
 
 
 def claim_next(session: Session, worker: WorkerInfo, policy: QueuePolicy,
@@ -308,6 +343,8 @@ class Upload:
     replaced: str | None = None  # a file the new row no longer points to (delete after commit)
     repeated: bool = False  # the same bytes were already stored: nothing changed
     path: str | None = None  # the file the row points to now
+    next_tried: bool = False  # the completing transaction tried to claim the worker's next job
+    next: Claimed | None = None  # ... and this is the job it claimed
 
 
 def _artifact_row(session: Session, job_id: str, run: int, name: str) -> lean.Record | None:
@@ -364,12 +401,13 @@ def _repeat_upload(session: Session, job: Job, info: ArtifactInfo) -> Upload:
 def add_artifact(session: Session, job_id: str, token: str | None, info: ArtifactInfo,
                  publish: Callable[[], str], *, final: bool = False,
                  detected_language: str | None = None, events: QueueEvents | None = None,
-                 now: float | None = None) -> Upload:
+                 now: float | None = None, then: NextClaim | None = None) -> Upload:
     """Record an uploaded artifact of the current run (replacing a same-named one); `final` completes.
 
     `publish` renames the received file into place and returns its path; it is called only by
     the request that wins this fenced transaction, and not at all when the stored artifact
-    already has these bytes. A job whose cancel was requested ends `cancelled` instead.
+    already has these bytes. A job whose cancel was requested ends `cancelled` instead. With
+    `then`, a completing upload also claims that worker's next job in the same transaction.
     """
     now = _now(now)
     job = _locked_lease_row(session, job_id, token)
@@ -392,8 +430,10 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
             replaced, path = path, publish()
         _store_artifact(session, row, info, job_id, path, now)
         lean.joined(session).execute(statements.upload_touch(final), touch)
+        handed = None
         if final:
             _events(events).job_ending(session, job_id, job.callback_url, COMPLETED)
+            handed = _claim_within(session, then, now) if then is not None else None
         session.commit()
     except BaseException:
         session.rollback()
@@ -404,7 +444,10 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
         logger.info("job %s: completed by %s with %s", job_id, job.worker_id, info.name)
         _events(events).job_changed(job_id)
         _events(events).job_finished(job_id, job.callback_url, COMPLETED, job.kind)
-    return Upload(COMPLETED if final else job.status, stored, replaced, repeated, path)
+        if handed is not None:
+            _events(events).job_changed(handed.job["id"])
+    return Upload(COMPLETED if final else job.status, stored, replaced, repeated, path,
+                  next_tried=final and then is not None, next=handed)
 
 
 def _complete(job: Job, main_artifact: str, detected_language: str | None, now: float) -> None:

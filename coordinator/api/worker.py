@@ -258,7 +258,8 @@ def upload_result(job_id: str) -> Response:
     publisher = _Publisher(state.storage, received, job_id, run, args.name)
     try:
         upload = jobs.add_artifact(db.session, job_id, token, info, publisher, final=args.final,
-                                   detected_language=args.detected_language, events=state.events)
+                                   detected_language=args.detected_language, events=state.events,
+                                   then=_next_claim(args))
     except BaseException:
         if publisher.relpath:  # published, but the transaction did not commit
             state.storage.remove(publisher.relpath)
@@ -278,15 +279,28 @@ def _upload_reply(upload: jobs.Upload, args: _UploadArgs) -> Response:
     body: dict[str, Any] = {"artifact": upload.artifact.to_dict(), "status": upload.status,
                             "repeated": upload.repeated}
     if args.claim_next and args.final and upload.status == "completed":
-        body["next"] = _next_job()
+        if upload.next_tried:  # claimed in the upload's own transaction
+            body["next"] = None if upload.next is None else _claimed_body(upload.next)
+        else:
+            body["next"] = _next_job()
     return reply(body)
 
 
+def _next_claim(args: _UploadArgs) -> jobs.NextClaim | None:
+    """What a completing upload asked with `next=1` claims in its own transaction: the next job
+    of this worker session, with the capabilities its last claim here advertised (None: this
+    process has not seen the session claim; it then claims as usual)."""
+    if not (args.claim_next and args.final):
+        return None
+    state = get_state()
+    info = state.workers.info_of(_session_header())
+    return None if info is None else jobs.NextClaim(info, state.policy)
+
+
 def _next_job() -> dict[str, Any] | None:
-    """Claim-on-complete: this worker session's next job, claimed now with the capabilities its
-    last claim here advertised (one request per job instead of two for a busy worker); None when
-    nothing is claimable or this process has not seen the session claim (it then claims as
-    usual). The upload has committed already: a failure here only means no job is handed over."""
+    """Claim-on-complete for a repeated completing upload (the completion committed earlier, so
+    there is no transaction to claim in): this worker session's next job, claimed now; None as
+    in `_next_claim`. A failure here only means no job is handed over."""
     state = get_state()
     info = state.workers.info_of(_session_header())
     if info is None:
@@ -308,7 +322,7 @@ def _publish_staged(job_id: str, args: _UploadArgs) -> Response:
     upload = direct.publish(db.session, state.storage, job_id, _lease_token(), staged, name=args.name,
                             content_type=args.content_type, final=args.final,
                             detected_language=args.detected_language, events=state.events,
-                            max_bytes=current_app.config["MAX_UPLOAD_BYTES"])
+                            max_bytes=current_app.config["MAX_UPLOAD_BYTES"], then=_next_claim(args))
     return _upload_reply(upload, args)
 
 
