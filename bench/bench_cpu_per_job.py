@@ -1,0 +1,94 @@
+"""CPU per no-op job, coordinator and workers apart, with and without `--before` code.
+
+jobs/s on this 2-core machine moves by tens of percent from run to run; the CPU each side spends
+per job moves much less, and says where a change went. Each run queues `--jobs` echo jobs, then
+8 burst worker processes drain them; the coordinator's CPU is read from /proc around the drain,
+the workers' from their rusage once they exit (their start-up included: about 0.45 s of CPU each
+here, so use a few thousand jobs). Runs of the two trees are interleaved.
+
+Run: `.venv/bin/python bench/bench_cpu_per_job.py [--rounds 3] [--jobs 2000] [--before DIR]`
+(Linux: reads /proc).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_peers import WORKERS, _code_env  # noqa: E402
+from bench.bench_protocol import BENCH_ENV  # noqa: E402
+from tests.integration.procs import ADMIN_KEY, Api, Coordinator, start_worker  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the reaped child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_run(tmp: Path, jobs: int, root: Path | None) -> dict:
+    """Drain `jobs` echo jobs with WORKERS burst workers; jobs/s and ms of CPU per job."""
+    coord = Coordinator(tmp, env={**BENCH_ENV, **_code_env(root)}).start()
+    try:
+        admin = Api(coord.url, ADMIN_KEY)
+        for i in range(jobs):
+            admin.submit_bytes(f"tiny {i}".encode())
+        coord_before, workers_before = _process_cpu(coord.proc.pid), _children_cpu()
+        procs = [start_worker(coord.url, tmp / "w", f"w{n}", "--burst", "--kinds", "echo",
+                              "--claim-wait", "0", env=_code_env(root)) for n in range(WORKERS)]
+        for proc in procs:
+            proc.wait(1800)
+        coord_cpu, workers_cpu = _process_cpu(coord.proc.pid) - coord_before, _children_cpu() - workers_before
+        views = admin.all_jobs()
+    finally:
+        coord.stop()
+    done = [v for v in views if v["status"] == "completed"]
+    if len(done) != jobs:
+        return {"skipped": f"only {len(done)} of {jobs} jobs completed"}
+    span = max(v["finished_at"] for v in done) - min(v["started_at"] for v in done)
+    return {"jobs_per_s": round(jobs / span, 1), "coordinator_ms_per_job": round(coord_cpu / jobs * 1000, 2),
+            "workers_ms_per_job": round(workers_cpu / jobs * 1000, 2)}
+
+
+@click.command()
+@click.option("--rounds", default=3, show_default=True)
+@click.option("--jobs", default=2000, show_default=True)
+@click.option("--before", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A copy of older dubfleet code (e.g. `git archive <rev> | tar -x -C DIR`).")
+def main(rounds: int, jobs: int, before: Path | None) -> None:
+    """Measure CPU per job on both sides of the queue."""
+    trees = {"now": None, **({"before": before.resolve()} if before else {})}
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    with tempfile.TemporaryDirectory(prefix="dubfleet-cpu-") as tmp:
+        for r in range(rounds):
+            for name, root in trees.items():
+                result = one_run(Path(tmp) / f"{name}-{r}", jobs, root)
+                click.echo(f"round {r + 1} {name}: {result}")
+                runs[name].append(result)
+                time.sleep(1)
+    for name, results in runs.items():
+        good = [x for x in results if "jobs_per_s" in x]
+        if good:
+            medians = {key: statistics.median(x[key] for x in good) for key in good[0]}
+            click.echo(f"{name} (medians of {len(good)}): {medians}")
+
+
+if __name__ == "__main__":
+    main()
