@@ -24,9 +24,9 @@ import click
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_peers import WORKERS, _code_env  # noqa: E402
+from bench.bench_peers import _code_env, drained_rate, start_fleet  # noqa: E402
 from bench.bench_protocol import BENCH_ENV  # noqa: E402
-from tests.integration.procs import ADMIN_KEY, Api, Coordinator, start_worker  # noqa: E402
+from tests.integration.procs import ADMIN_KEY, Api, Coordinator  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,19 +51,16 @@ def one_run(tmp: Path, jobs: int, root: Path | None) -> dict:
         for i in range(jobs):
             admin.submit_bytes(f"tiny {i}".encode())
         coord_before, workers_before = _process_cpu(coord.proc.pid), _children_cpu()
-        procs = [start_worker(coord.url, tmp / "w", f"w{n}", "--burst", "--kinds", "echo",
-                              "--claim-wait", "0", env=_code_env(root)) for n in range(WORKERS)]
-        for proc in procs:
+        for proc in start_fleet(coord.url, tmp, root):
             proc.wait(1800)
         coord_cpu, workers_cpu = _process_cpu(coord.proc.pid) - coord_before, _children_cpu() - workers_before
         views = admin.all_jobs()
     finally:
         coord.stop()
-    done = [v for v in views if v["status"] == "completed"]
-    if len(done) != jobs:
-        return {"skipped": f"only {len(done)} of {jobs} jobs completed"}
-    span = max(v["finished_at"] for v in done) - min(v["started_at"] for v in done)
-    return {"jobs_per_s": round(jobs / span, 1), "coordinator_ms_per_job": round(coord_cpu / jobs * 1000, 2),
+    rate = drained_rate(views, jobs)
+    if "jobs_per_s" not in rate:
+        return rate
+    return {**rate, "coordinator_ms_per_job": round(coord_cpu / jobs * 1000, 2),
             "workers_ms_per_job": round(workers_cpu / jobs * 1000, 2)}
 
 

@@ -88,20 +88,31 @@ def dubfleet_throughput(tmp: Path, jobs: int, root: Path | None = None) -> dict:
         last = [admin.submit_bytes(f"tiny {i}".encode()) for i in range(jobs)][-1]["job_id"]
         poller = StatusPoller(coord.url, last)
         poller.start()
-        procs = [start_worker(coord.url, tmp / "w", f"w{n}", "--burst", "--kinds", "echo",
-                              "--claim-wait", "0", env=_code_env(root)) for n in range(WORKERS)]
-        for proc in procs:
+        for proc in start_fleet(coord.url, tmp, root):
             proc.wait(600)
         poller.done.set()
         poller.join(30)
         views = admin.all_jobs()
     finally:
         coord.stop()
+    rate = drained_rate(views, jobs)
+    return {**rate, **poller.figures()} if "jobs_per_s" in rate else rate
+
+
+def start_fleet(url: str, tmp: Path, root: Path | None = None) -> list[subprocess.Popen]:
+    """WORKERS burst echo worker processes (running the code under `root`)."""
+    return [start_worker(url, tmp / "w", f"w{n}", "--burst", "--kinds", "echo", "--claim-wait", "0",
+                         env=_code_env(root)) for n in range(WORKERS)]
+
+
+def drained_rate(views: list[dict], jobs: int) -> dict:
+    """{"jobs_per_s"} from the first start to the last finish, or {"skipped"} when not all
+    `jobs` completed."""
     done = [v for v in views if v["status"] == "completed"]
     if len(done) != jobs:
         return {"skipped": f"only {len(done)} of {jobs} jobs completed"}
     span = max(v["finished_at"] for v in done) - min(v["started_at"] for v in done)
-    return {"jobs_per_s": round(jobs / span, 1), **poller.figures()}
+    return {"jobs_per_s": round(jobs / span, 1)}
 
 
 def throughput(tmp: Path, rounds: int, jobs: int, before: Path | None) -> dict:
