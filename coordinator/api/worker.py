@@ -282,7 +282,7 @@ def _upload_reply(upload: jobs.Upload, args: _UploadArgs) -> Response:
         if upload.next_tried:  # claimed in the upload's own transaction
             body["next"] = None if upload.next is None else _claimed_body(upload.next)
         else:
-            body["next"] = _next_job()
+            body["next"] = _next_job(_next_claim(args))
     return reply(body)
 
 
@@ -297,19 +297,17 @@ def _next_claim(args: _UploadArgs) -> jobs.NextClaim | None:
     return None if info is None else jobs.NextClaim(info, state.policy)
 
 
-def _next_job() -> dict[str, Any] | None:
+def _next_job(then: jobs.NextClaim | None) -> dict[str, Any] | None:
     """Claim-on-complete for a repeated completing upload (the completion committed earlier, so
-    there is no transaction to claim in): this worker session's next job, claimed now; None as
-    in `_next_claim`. A failure here only means no job is handed over."""
-    state = get_state()
-    info = state.workers.info_of(_session_header())
-    if info is None:
+    there is no transaction to claim in): the next job `then` names, claimed now; None as in
+    `_next_claim`. A failure here only means no job is handed over."""
+    if then is None:
         return None
     try:
-        claimed = jobs.claim_next(db.session, info, state.policy, events=state.events)
+        claimed = jobs.claim_next(db.session, then.worker, then.policy, events=get_state().events)
         return None if claimed is None else _claimed_body(claimed)
     except SQLAlchemyError:
-        logger.exception("claim-on-complete for worker session %s failed; it will claim", info.session_id)
+        logger.exception("claim-on-complete for worker session %s failed; it will claim", then.worker.session_id)
         return None
 
 

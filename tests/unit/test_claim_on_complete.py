@@ -110,3 +110,17 @@ def test_a_failing_next_claim_still_completes_the_upload(backend, monkeypatch):
     assert _status(client, ckey, first) == "completed" and _status(client, ckey, second) == "queued"
     monkeypatch.undo()
     assert _claim(client, wkey)["job_id"] == second
+
+
+def test_a_repeated_completing_upload_claims_in_a_transaction_of_its_own(backend):
+    """The completion committed earlier (its reply was lost): the repeat answers the same result
+    and, asked with next=1, still hands over the worker's next job."""
+    app, ckey, wkey = backend
+    client = app.test_client()
+    first, second, third = (_submit(client, ckey, data) for data in (b"one", b"two", b"three"))
+    job = _claim(client, wkey)
+    assert _complete(client, wkey, job).get_json()["next"]["job_id"] == second
+    again = _complete(client, wkey, job)
+    assert again.status_code == 200 and again.get_json()["repeated"] is True
+    assert again.get_json()["next"]["job_id"] == third
+    assert _status(client, ckey, first) == "completed" and _status(client, ckey, third) == "running"
