@@ -113,6 +113,11 @@ def _claim_params(worker: WorkerInfo, policy: QueuePolicy, now: float) -> dict[s
             "p_inline_max": policy.inline_input_bytes}
 
 
+def _next_params(worker: WorkerInfo, policy: QueuePolicy, now: float) -> dict[str, Any]:
+    """Bind parameters of `statements.claim_next` (a lease, and the capability filter)."""
+    return {**_claim_params(worker, policy, now), **_capability_params(worker)}
+
+
 def _capability_params(worker: WorkerInfo) -> dict[str, Any]:
     """Bind parameters of the capability filter."""
     return {"p_kinds": list(worker.kinds), "p_models": list(worker.asr_models),
@@ -150,7 +155,7 @@ def _claim_within(session: Session, then: NextClaim, now: float) -> Claimed | No
     (SQLite undoes a failed statement by itself, PostgreSQL through a savepoint)."""
     if not then.worker.kinds:
         return None
-    params = {**_claim_params(then.worker, then.policy, now), **_capability_params(then.worker)}
+    params = _next_params(then.worker, then.policy, now)
     cursor, postgres = lean.joined(session), not lean.of(session).sqlite
     try:
         if postgres:
@@ -170,7 +175,7 @@ def claim_next(session: Session, worker: WorkerInfo, policy: QueuePolicy,
     """Claim the best job this worker can run, in one atomic statement; None when there is none."""
     if not worker.kinds:
         return None
-    params = {**_claim_params(worker, policy, _now(now)), **_capability_params(worker)}
+    params = _next_params(worker, policy, _now(now))
     sqlite = lean.of(session).sqlite
     if sqlite and not _claimable(session, params):
         return None

@@ -255,11 +255,11 @@ def upload_result(job_id: str) -> Response:
                                               current_app.config["MAX_UPLOAD_BYTES"], args.expected_sha256)
     info = ArtifactInfo(name=args.name, size=received.size, sha256=received.sha256,
                         content_type=args.content_type, attempt=run)
-    publisher = _Publisher(state.storage, received, job_id, run, args.name)
+    publisher, then = _Publisher(state.storage, received, job_id, run, args.name), _next_claim(args)
     try:
         upload = jobs.add_artifact(db.session, job_id, token, info, publisher, final=args.final,
                                    detected_language=args.detected_language, events=state.events,
-                                   then=_next_claim(args))
+                                   then=then)
     except BaseException:
         if publisher.relpath:  # published, but the transaction did not commit
             state.storage.remove(publisher.relpath)
@@ -268,12 +268,13 @@ def upload_result(job_id: str) -> Response:
         state.storage.discard(received)
     if upload.replaced and upload.replaced != publisher.relpath:
         state.storage.remove(upload.replaced)
-    return _upload_reply(upload, args)
+    return _upload_reply(upload, args, then)
 
 
-def _upload_reply(upload: jobs.Upload, args: _UploadArgs) -> Response:
+def _upload_reply(upload: jobs.Upload, args: _UploadArgs, then: jobs.NextClaim | None) -> Response:
     """The reply of an upload: the artifact as stored, the job's status, whether it was a repeat,
-    and (asked with `next=1` by the upload that completed the job) the worker's next job."""
+    and (asked with `next=1` by the upload that completed the job) the worker's next job: the one
+    its transaction claimed, or for a repeated completion the one `then` claims now."""
     search.on_upload(db.session, get_state().storage, request.view_args["job_id"], upload,
                      current_app.config["MAX_INDEXED_TRANSCRIPT_MB"] * 1024 * 1024)  # search index
     body: dict[str, Any] = {"artifact": upload.artifact.to_dict(), "status": upload.status,
@@ -282,7 +283,7 @@ def _upload_reply(upload: jobs.Upload, args: _UploadArgs) -> Response:
         if upload.next_tried:  # claimed in the upload's own transaction
             body["next"] = None if upload.next is None else _claimed_body(upload.next)
         else:
-            body["next"] = _next_job(_next_claim(args))
+            body["next"] = _next_job(then)
     return reply(body)
 
 
@@ -316,12 +317,12 @@ def _publish_staged(job_id: str, args: _UploadArgs) -> Response:
     `size`, X-Content-SHA256): verified, then published under the same fencing."""
     staged = direct.parse_staged(request.args, args.expected_sha256)
     _touch()
-    state = get_state()
+    state, then = get_state(), _next_claim(args)
     upload = direct.publish(db.session, state.storage, job_id, _lease_token(), staged, name=args.name,
                             content_type=args.content_type, final=args.final,
                             detected_language=args.detected_language, events=state.events,
-                            max_bytes=current_app.config["MAX_UPLOAD_BYTES"], then=_next_claim(args))
-    return _upload_reply(upload, args)
+                            max_bytes=current_app.config["MAX_UPLOAD_BYTES"], then=then)
+    return _upload_reply(upload, args, then)
 
 
 @bp.post(Routes.UPLOAD_SLOT)
