@@ -153,7 +153,8 @@ def _hello_server() -> tuple[subprocess.Popen, str]:
 
 
 def _dubfleet_targets(coord: Coordinator) -> list[httpload.Target]:
-    """GET /health, GET /jobs/<id> (a client key from the database), heartbeat, empty claim."""
+    """GET /health, GET /jobs/<id> (a client key from the database), heartbeat (repeated, and
+    with new progress each time), empty claim."""
     client_key = coord.create_key("client", "bench")
     client = Api(coord.url, client_key)
     queued = client.submit_bytes(b"view me")["job_id"]
@@ -169,6 +170,10 @@ def _dubfleet_targets(coord: Coordinator) -> list[httpload.Target]:
         httpload.Target("job_view", "GET", f"/jobs/{queued}", {"X-API-Key": client_key}),
         httpload.Target("heartbeat", "POST", f"/jobs/{claimed['job_id']}/heartbeat", lease,
                         json.dumps({"progress": 10.0, "message": "bench"}).encode()),
+        # Every beat carries new progress, so every one is a write (the one above repeats itself
+        # and, after the first, is answered from a read).
+        httpload.Target("heartbeat_progress", "POST", f"/jobs/{claimed['job_id']}/heartbeat", lease,
+                        bodies=tuple(json.dumps({"progress": n / 10}).encode() for n in range(1000))),
         httpload.Target("claim_empty", "POST", "/jobs/claim",
                         {"X-API-Key": WORKER_KEY, "X-Worker-Session": "bench-session",
                          "Content-Type": "application/json"}, empty, ok=(204,)),

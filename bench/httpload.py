@@ -23,6 +23,11 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     ok: tuple[int, ...] = (200,)
+    bodies: tuple[bytes, ...] = ()  # when given, each request sends the next of these instead
+
+    def body_at(self, n: int) -> bytes | None:
+        """The body of request number `n` (on one connection)."""
+        return self.bodies[n % len(self.bodies)] if self.bodies else self.body
 
 
 @dataclass
@@ -31,15 +36,17 @@ class _Tally:
     errors: int = 0
 
 
-def _loop(base: str, target: Target, deadline: float, tally: _Tally) -> None:
-    """Send `target` back to back on one connection until `deadline`."""
+def _loop(base: str, target: Target, deadline: float, tally: _Tally, start: int = 0) -> None:
+    """Send `target` back to back on one connection until `deadline` (its bodies from `start`)."""
     parts = urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     headers = {"Connection": "keep-alive", **target.headers}
+    sent = start
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
+        sent += 1
         try:
-            conn.request(target.method, target.path, body=target.body, headers=headers)
+            conn.request(target.method, target.path, body=target.body_at(sent), headers=headers)
             resp = conn.getresponse()
             resp.read()
             good = resp.status in target.ok
@@ -72,8 +79,9 @@ def run(base: str, target: Target, seconds: float = 3.0, connections: int = 8,
 def _spawn(base: str, target: Target, seconds: float, connections: int, tallies: list[_Tally]) -> float:
     """Run the connection loops in threads; the wall time they took."""
     deadline = time.perf_counter() + seconds
-    threads = [threading.Thread(target=_loop, args=(base, target, deadline, tally), daemon=True)
-               for tally in tallies]
+    spread = max(1, len(target.bodies) // max(1, len(tallies)))  # connections send different bodies
+    threads = [threading.Thread(target=_loop, args=(base, target, deadline, tally, n * spread), daemon=True)
+               for n, tally in enumerate(tallies)]
     t0 = time.perf_counter()
     for thread in threads:
         thread.start()

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.protocol import ArtifactInfo, Heartbeat, HeartbeatReply, JobStatus, WorkerInfo
 
-from . import lean, statements
+from . import beatcache, lean, statements
 from .database import read_only
 from .errors import Conflict, JobWasCancelled, LeaseLost, NotFound
 from .models import Artifact, Job
@@ -292,8 +292,16 @@ def confirm(session: Session, job_id: str, token: str | None, now: float | None 
 def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
               policy: QueuePolicy, now: float | None = None,
               events: QueueEvents | None = None) -> HeartbeatReply:
-    """Renew the lease and record progress, fenced in one UPDATE; the reply carries cancellation."""
+    """Renew the lease and record progress, fenced in one UPDATE; the reply carries cancellation.
+
+    A beat that repeats the last one written, soon after it (a retry, an eager or hostile
+    worker), is answered from a read when the row confirms it would change nothing: it never
+    queues for the write lock. Any other beat is written without a read in front of it."""
     now = _now(now)
+    if beatcache.RECENT.repeats(job_id, token, beat, now, policy.heartbeat_interval / 2):
+        coalesced = _coalesced_beat(session, job_id, token, beat, policy, now)
+        if coalesced is not None:
+            return coalesced
     params = {"p_id": job_id, "p_token": token or "", "p_now": now,
               "p_expires": now + policy.lease_seconds,
               **{f"p_{name}": getattr(beat, name) for name in statements.HEARTBEAT_FIELDS}}
@@ -301,9 +309,29 @@ def heartbeat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
     cancel = returned[0]["cancel_requested"] if returned else None
     if cancel is None:
         raise _refusal(session, job_id, token)
+    beatcache.RECENT.wrote(job_id, params["p_token"], beat, now)
     _events(events).job_changed(job_id)
     return HeartbeatReply(cancel_requested=bool(cancel), lease_expires_at=now + policy.lease_seconds,
                           heartbeat_interval=policy.heartbeat_interval)
+
+
+def _coalesced_beat(session: Session, job_id: str, token: str | None, beat: Heartbeat,
+                    policy: QueuePolicy, now: float) -> HeartbeatReply | None:
+    """The reply to a beat that needs no write, or None: the lease was renewed less than half a
+    heartbeat interval ago (so it still has nearly all of `lease_seconds` to run), the start is
+    confirmed, and every field the beat carries equals the stored one."""
+    if not token:
+        return None
+    with lean.of(session).reading() as cursor:
+        row = cursor.first(statements.heartbeat_state(), {"p_id": job_id, "p_token": token})
+    if row is None or row["confirmed_at"] is None or row["lease_expires_at"] is None:
+        return None
+    if row["lease_expires_at"] < now + policy.lease_seconds - policy.heartbeat_interval / 2:
+        return None
+    if any(getattr(beat, name) not in (None, row[name]) for name in statements.HEARTBEAT_FIELDS):
+        return None
+    return HeartbeatReply(cancel_requested=bool(row["cancel_requested"]),
+                          lease_expires_at=row["lease_expires_at"], heartbeat_interval=policy.heartbeat_interval)
 
 
 def _end_lease(job: Job, status: str, now: float) -> None:

@@ -81,6 +81,16 @@ HEARTBEAT_FIELDS = ("stage", "progress", "message", "eta_seconds")
 
 
 @functools.lru_cache(maxsize=None)
+def heartbeat_state() -> sa.Select:
+    """SELECT what a heartbeat would change, of the running job this lease holds (no row: the
+    lease is not held)."""
+    return (sa.select(_T.cancel_requested, _T.lease_expires_at, _T.confirmed_at,
+                      *(_T[name] for name in HEARTBEAT_FIELDS))
+            .where(_T.id == sa.bindparam("p_id"), _T.lease_token == sa.bindparam("p_token"),
+                   _T.status == RUNNING))
+
+
+@functools.lru_cache(maxsize=None)
 def peek_next() -> sa.Select:
     """SELECT the job claim_next would take, without locking or changing it."""
     return sa.select(Job).where(Job.id == _pick(lock=False).scalar_subquery())

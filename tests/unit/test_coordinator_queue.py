@@ -5,8 +5,10 @@ import threading
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
 from coordinator import jobs
+from coordinator.beatcache import RecentBeats
 from coordinator.errors import Conflict, LeaseLost, NotFound
 from coordinator.extensions import db
 from coordinator.models import Job
@@ -107,6 +109,63 @@ def test_heartbeat_fenced_and_renews(session):
         jobs.heartbeat(session, job_id, "wrong", Heartbeat(progress=99), POLICY, now=T0 + 31)
     job = status(session, job_id)
     assert (job.stage, job.progress, job.lease_expires_at) == ("muxing", 80, T0 + 90)
+
+
+def test_unchanged_beat_soon_after_a_renewal_is_answered_without_a_write(session):
+    """POLICY's heartbeat interval is 10 s: within 5 s of the last renewal a beat that repeats
+    it leaves the row alone (it never queues for the write lock) and replies with the stored
+    lease; a beat with news, or one sent later, writes."""
+    job_id = add(session)
+    claimed = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0)
+    beat = Heartbeat(stage="muxing", progress=80)
+    jobs.heartbeat(session, job_id, claimed.lease_token, beat, POLICY, now=T0 + 1)
+    for now in (T0 + 2, T0 + 5.9):
+        reply = jobs.heartbeat(session, job_id, claimed.lease_token, beat, POLICY, now=now)
+        assert (reply.lease_expires_at, reply.cancel_requested) == (T0 + 61, False)
+        assert (reply.heartbeat_interval, status(session, job_id).updated_at) == (10, T0 + 1)
+    news = jobs.heartbeat(session, job_id, claimed.lease_token, Heartbeat(stage="muxing", progress=81),
+                          POLICY, now=T0 + 4)
+    assert news.lease_expires_at == T0 + 64 and status(session, job_id).progress == 81
+    later = jobs.heartbeat(session, job_id, claimed.lease_token, Heartbeat(progress=81), POLICY, now=T0 + 9.1)
+    assert later.lease_expires_at == T0 + 69.1 and status(session, job_id).updated_at == T0 + 9.1
+
+
+def test_coalesced_beats_keep_fencing_confirmation_and_cancellation(session):
+    job_id = add(session)
+    claimed = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0)
+    first = jobs.heartbeat(session, job_id, claimed.lease_token, Heartbeat(), POLICY, now=T0 + 0.5)
+    assert first.lease_expires_at == T0 + 60.5  # the start is confirmed by a write, never skipped
+    assert status(session, job_id).confirmed_at == T0 + 0.5
+    with pytest.raises(LeaseLost):
+        jobs.heartbeat(session, job_id, "wrong", Heartbeat(), POLICY, now=T0 + 1)
+    jobs.cancel(session, job_id, now=T0 + 1)
+    reply = jobs.heartbeat(session, job_id, claimed.lease_token, Heartbeat(), POLICY, now=T0 + 2)
+    assert reply.cancel_requested is True and reply.lease_expires_at == T0 + 60.5
+
+
+def test_a_repeated_beat_is_written_when_the_row_changed_meanwhile(session):
+    """The per-process memory of recent beats is a hint: a row another replica changed since
+    is written again."""
+    job_id = add(session)
+    claimed = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0)
+    beat = Heartbeat(stage="muxing", progress=80)
+    jobs.heartbeat(session, job_id, claimed.lease_token, beat, POLICY, now=T0 + 1)
+    session.execute(sa.update(Job).where(Job.id == job_id).values(progress=5))
+    session.commit()
+    reply = jobs.heartbeat(session, job_id, claimed.lease_token, beat, POLICY, now=T0 + 2)
+    assert reply.lease_expires_at == T0 + 62 and status(session, job_id).progress == 80
+
+
+def test_recent_beats_remember_the_latest_jobs_only():
+    recent = RecentBeats(max_jobs=2)
+    beat = Heartbeat(progress=1)
+    for n, job_id in enumerate(("a", "b", "c")):
+        recent.wrote(job_id, "tok", beat, T0 + n)
+    assert not recent.repeats("a", "tok", beat, T0 + 3, 5)  # evicted
+    assert recent.repeats("c", "tok", beat, T0 + 3, 5)
+    assert not recent.repeats("c", "other", beat, T0 + 3, 5)
+    assert not recent.repeats("c", "tok", Heartbeat(progress=2), T0 + 3, 5)
+    assert not recent.repeats("c", "tok", beat, T0 + 7, 5)
 
 
 def test_start_lease_is_short_until_first_heartbeat(session):
