@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
+from shared.files import make_folder
 from shared.protocol import is_valid_artifact_name
 
 from .errors import BadRequest, PayloadTooLarge
@@ -146,6 +147,8 @@ class Storage(Layout):
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
+        self._root = str(self.root)
+        self._prefix = os.path.join(self._root, "")  # the root and a separator
 
     def describe(self) -> str:
         """Where files go, for the start-up log."""
@@ -157,11 +160,15 @@ class Storage(Layout):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def resolve(self, relpath: str) -> Path:
-        """The absolute path of a stored file (refuses anything outside the root)."""
-        path = (self.root / relpath).resolve()
-        if self.root not in path.parents:
+        """The absolute path of a stored file (refuses anything outside the root).
+
+        The check is lexical (`..`, absolute paths): every path below the root is one this
+        store made, from checked job ids and artifact names, and it never makes links; so no
+        file-system call per lookup (realpath cost a tiny job's upload about 5 % of its CPU)."""
+        path = os.path.normpath(os.path.join(self._root, relpath))
+        if not path.startswith(self._prefix):
             raise ValueError(f"path outside the data directory: {relpath!r}")
-        return path
+        return Path(path)
 
     def relative(self, path: Path) -> str:
         """A stored file's path relative to the root (as rows record it)."""
@@ -205,7 +212,7 @@ class Storage(Layout):
     def receive(self, folder: Path, stream: BinaryIO, limit: int, expected_sha256: str | None,
                 allow_empty: bool) -> Received:
         """Write to a fresh temp file in `folder`, check it and fsync it."""
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as out:

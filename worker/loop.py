@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
+from shared.files import make_folder
 from shared.protocol import MAX_CLAIM_WAIT_SECONDS, ClaimedJob, Stage, WorkerInfo, \
     is_valid_artifact_name
 from worker.context import JobResult, OutputFile
@@ -370,12 +371,7 @@ def make_job_folder(folder: Path) -> None:
 
     An existing folder (the same attempt after a worker crash) is reused: downloads resume.
     """
-    try:
-        os.mkdir(folder)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
 
 
 def _redub_bundle(job: ClaimedJob) -> str | None:

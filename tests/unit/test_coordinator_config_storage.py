@@ -69,6 +69,24 @@ def test_storage_rejects_oversize_empty_mismatch_and_bad_names(tmp_path):
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
+@pytest.mark.parametrize("relpath", ["../outside", "/etc/passwd", "inputs/../../x", "", ".",
+                                     "artifacts/../..", "//etc/passwd"])
+def test_storage_resolve_refuses_paths_outside_the_root(tmp_path, relpath):
+    store = Storage(tmp_path / "data")
+    (tmp_path / "data-other").mkdir()  # a sibling sharing the root's name as a prefix
+    with pytest.raises(ValueError):
+        store.resolve(relpath)
+    with pytest.raises(ValueError):
+        store.resolve("../data-other/x")
+
+
+def test_storage_resolve_places_paths_below_the_root(tmp_path):
+    store = Storage(tmp_path)
+    root = tmp_path.resolve()
+    assert store.resolve("inputs/x/input") == root / "inputs" / "x" / "input"
+    assert store.resolve("artifacts/./j/../j/a1/r~u") == root / "artifacts" / "j" / "a1" / "r~u"
+
+
 def test_storage_probe_and_remove_job(tmp_path):
     store = Storage(tmp_path)
     store.probe()
