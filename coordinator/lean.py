@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from flask import has_app_context
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text as sa_text
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql import ClauseElement
 
@@ -109,6 +110,11 @@ class LeanCursor:
     def __init__(self, lean: "Lean", cursor: Any):
         self._lean, self._cursor = lean, cursor
 
+    @property
+    def sqlite(self) -> bool:
+        """Whether this cursor's database is SQLite."""
+        return self._lean.sqlite
+
     def execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> _Prepared:
         """Execute `statement` with `params`; the prepared form reads the rows back."""
         prepared = self._lean.prepare(statement)
@@ -161,6 +167,18 @@ class Lean:
     def reading(self) -> Iterator[LeanCursor]:
         """A block of reads (SQLite: each statement on its own snapshot, without any lock)."""
         with self._cursor(commit=False) as cursor:
+            yield cursor
+
+    @contextlib.contextmanager
+    def transaction(self, session: Session | scoped_session | None) -> Iterator[LeanCursor]:
+        """One writing transaction on a pooled connection, below the ORM session (whose begin and
+        commit cost more than the statements of a short transaction): SQLite begins it holding
+        the write lock; it commits when the block ends and rolls back when it raises. A
+        transaction `session` has open is committed first (see `write_one`)."""
+        _end_open_transaction(session)
+        with self._cursor(commit=True) as cursor:
+            if self.sqlite:
+                cursor.execute(_BEGIN_IMMEDIATE, {})
             yield cursor
 
     def write_one(self, session: Session | scoped_session | None, statement: ClauseElement,
@@ -227,6 +245,7 @@ def _end_open_transaction(session: Session | scoped_session | None) -> None:
 
 
 _ATTRIBUTE = "_dubfleet_lean"
+_BEGIN_IMMEDIATE = sa_text("BEGIN IMMEDIATE")
 _OF_LOCK = threading.Lock()
 
 

@@ -61,6 +61,57 @@ def test_joined_statements_commit_and_roll_back_with_the_session(session):
     assert status(session, job_id).message == "committed"
 
 
+@pytest.fixture
+def orm_begins(session):
+    """A list that counts the transactions SQLAlchemy Connections (the ORM session's) begin."""
+    begins: list[int] = []
+
+    def begun(conn) -> None:
+        begins.append(1)
+    sa.event.listen(session.get_bind(), "begin", begun)
+    yield begins
+    sa.event.remove(session.get_bind(), "begin", begun)
+
+
+def test_a_common_upload_runs_below_the_orm_session(session, orm_begins):
+    """A running job's upload, completion and claim-on-complete run in one transaction on a
+    pooled connection: the ORM session never begins one (its begin and commit cost more than
+    the statements); the artifact, the completion and the next claim all commit."""
+    from shared.protocol import ArtifactInfo
+    first, second = add(session), add(session, T0 + 1)
+    claimed = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 2)
+    session.commit()
+    orm_begins.clear()
+    info = ArtifactInfo(name="result", size=3, sha256="1" * 64, content_type="text/plain", attempt=1)
+    upload = jobs.add_artifact(session, first, claimed.lease_token, info, lambda: f"artifacts/{first}/a1/r~x",
+                               final=True, now=T0 + 3, then=jobs.NextClaim(ECHO_WORKER, POLICY))
+    assert orm_begins == [] and not session().in_transaction()
+    assert upload.status == "completed" and upload.next.job["id"] == second
+    assert status(session, first).main_artifact == "result" and status(session, second).status == "running"
+
+
+def test_an_upload_the_lean_path_leaves_takes_the_session_and_changes_nothing_first(session, orm_begins):
+    """A refused lease and a cancel requested go the ORM session's way (409 saying why,
+    `cancelled` instead of `completed`), and nothing the lean transaction began is kept."""
+    from coordinator.errors import JobWasCancelled, LeaseLost
+    from shared.protocol import ArtifactInfo
+    job_id = add(session)
+    claimed = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0)
+    info = ArtifactInfo(name="result", size=3, sha256="1" * 64, content_type="text/plain", attempt=1)
+    published: list[str] = []
+
+    def publish() -> str:
+        published.append("x")
+        return f"artifacts/{job_id}/a1/r~x"
+    with pytest.raises(LeaseLost):
+        jobs.add_artifact(session, job_id, "stale", info, publish, final=True, now=T0 + 1)
+    jobs.cancel(session, job_id, now=T0 + 2)
+    orm_begins.clear()
+    with pytest.raises(JobWasCancelled):
+        jobs.add_artifact(session, job_id, claimed.lease_token, info, publish, final=True, now=T0 + 3)
+    assert orm_begins and published == [] and status(session, job_id).status == "cancelled"
+
+
 def test_heartbeat_fencing_is_kept(session):
     job_id = add(session)
     claimed = jobs.claim_next(session, ECHO_WORKER, POLICY, now=T0 + 1)

@@ -180,6 +180,25 @@ def test_ending_and_its_delivery_commit_together(hook_app):
     assert json.loads(rows[0].payload)["status"] == "failed"
 
 
+def test_a_completing_upload_commits_its_delivery_with_it(hook_app):
+    """A job with a callback_url completed by its final upload takes the ORM session's path, so
+    the delivery row commits in the completing transaction (a crash right after loses nothing)."""
+    from shared.protocol import ArtifactInfo
+    job_id, _, _ = _job_with_key(hook_app)
+    token = _running(hook_app, job_id)
+    dying = _DiesAfterCommit(get_state(hook_app).events)
+    info = ArtifactInfo(name="result", size=3, sha256="1" * 64, content_type="text/plain", attempt=1)
+    with hook_app.app_context():
+        with pytest.raises(SystemExit):
+            jobs.add_artifact(db.session, job_id, token, info, lambda: f"artifacts/{job_id}/a1/result~x",
+                              final=True, events=dying)
+        db.session.remove()
+        assert db.session.get(jobs.Job, job_id).status == "completed"
+        db.session.remove()
+    rows = _rows(hook_app, job_id)
+    assert [(r.event, r.status) for r in rows] == [("job.completed", "pending")]
+
+
 def test_a_delivery_that_cannot_be_written_rolls_the_ending_back(hook_app, monkeypatch):
     job_id, _, _ = _job_with_key(hook_app)
     token = _running(hook_app, job_id)
