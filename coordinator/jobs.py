@@ -380,10 +380,10 @@ class Upload:
     next: Claimed | None = None  # ... and this is the job it claimed
 
 
-def _artifact_row(session: Session, job_id: str, run: int, name: str) -> lean.Record | None:
-    """The artifact row (job, run, name), if any, read in the session's transaction (a plain
+def _artifact_row(cursor: lean.LeanCursor, job_id: str, run: int, name: str) -> lean.Record | None:
+    """The artifact row (job, run, name), if any, read in the cursor's transaction (a plain
     record: no ORM loading on the hot path)."""
-    return lean.joined(session).first(statements.artifact_row(), {"p_job": job_id, "p_run": run, "p_name": name})
+    return cursor.first(statements.artifact_row(), {"p_job": job_id, "p_run": run, "p_name": name})
 
 
 def _locked_lease_row(session: Session, job_id: str, token: str | None) -> lean.Record:
@@ -424,7 +424,7 @@ def _record_upload(cursor: lean.LeanCursor, job_id: str, info: ArtifactInfo, pub
                    final: bool, detected_language: str | None, now: float) -> _Recorded:
     """In the open transaction that holds the job's lease: publish the file (unless these bytes
     are stored already), point the artifact row at it, and touch (or, `final`, complete) the job."""
-    row = cursor.first(statements.artifact_row(), {"p_job": job_id, "p_run": info.attempt, "p_name": info.name})
+    row = _artifact_row(cursor, job_id, info.attempt, info.name)
     repeated = row is not None and row.sha256 == info.sha256
     path, replaced = (row.path if row is not None else None), None
     if not repeated:
@@ -445,7 +445,7 @@ def artifact_info(row: Any) -> ArtifactInfo:
 
 def _repeat_upload(session: Session, job: Job, info: ArtifactInfo) -> Upload:
     """An upload by the lease that already completed the job: same bytes → the same result."""
-    row = _artifact_row(session, job.id, job.run_number, info.name)
+    row = _artifact_row(lean.joined(session), job.id, job.run_number, info.name)
     stored = None if row is None else artifact_info(row)
     path = None if row is None else row.path
     session.rollback()
