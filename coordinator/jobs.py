@@ -710,7 +710,8 @@ def reap(session: Session, *, events: QueueEvents | None = None, now: float | No
     """Return expired leases to the queue (or fail them when attempts are used up, or cancel).
 
     A lease that expires before the worker made a single call (its claim reply was lost) never
-    started: the job goes back without using an attempt.
+    started: the job goes back without using an attempt. A claim that carried its input inline
+    counts as started when made (`statements._CLAIM_SET`), so its expiry uses the attempt.
     """
     now = _now(now)
     try:

@@ -98,7 +98,7 @@ def test_replicas_share_one_queue_through_a_replica_crash(replicas, database_url
         workers += _workers(a, range(1, WORKERS_PER_REPLICA), "a", work_dir, *SLOW)
         workers += _workers(b, range(WORKERS_PER_REPLICA), "b", work_dir)
         expected = _run_with_crash(a, on_a, on_b, database_url, done_before=4)
-        _check_jobs(database_url, expected, work_dir)
+        _check_jobs(database_url, expected, work_dir, _coordinator_logs(a, b))
         _check_logs(a, b, database_url, work_dir, total=4 + len(expected))
     finally:
         stop_all(workers)
@@ -213,26 +213,47 @@ def _wait_completed(api: Api, count: int, timeout: float) -> None:
 
 # -- the checks ---------------------------------------------------------------------------------
 
-def _claimed_by_replica_a(work_dir: Path) -> set[str]:
-    """Jobs that a worker of replica A claimed at some point."""
+def _claimed_by_replica_a(work_dir: Path, coordinator_logs: str) -> set[str]:
+    """Jobs that replica A claimed for one of its workers at some point: those a worker of A
+    logged as claimed, and those a reaper took back from the lease of a worker of A. The second
+    covers a claim-on-complete whose reply died with A: the worker never saw that claim, and a
+    claim that carried its input inline counts as started (it uses an attempt when reaped)."""
     found: set[str] = set()
+    sessions: set[str] = set()
     for log in work_dir.glob("a*.log"):
-        found |= set(re.findall(r"job (\w+): claimed", log.read_text(errors="replace")))
+        text = log.read_text(errors="replace")
+        found |= set(re.findall(r"job (\w+): claimed", text))
+        sessions |= set(re.findall(r"worker a\d+ \(session (\w+)\) starting", text))
+    for job_id, session in re.findall(r"reaper: job (\w+) \w+ \(lease of worker session (\w+) expired",
+                                      coordinator_logs):
+        if session in sessions:
+            found.add(job_id)
     return found
 
 
-def _check_jobs(url: str, expected: dict[str, str], work_dir: Path) -> None:
+def _coordinator_logs(*replicas: Coordinator) -> str:
+    return "".join(coord.log_path.read_text(errors="replace") for coord in replicas)
+
+
+def _mentions(job_id: str, work_dir: Path, coordinator_logs: str) -> list[str]:
+    """Every log line about one job, for a failure message."""
+    texts = [coordinator_logs, *(log.read_text(errors="replace") for log in work_dir.glob("*.log"))]
+    return [line for text in texts for line in text.splitlines() if job_id in line]
+
+
+def _check_jobs(url: str, expected: dict[str, str], work_dir: Path, coordinator_logs: str) -> None:
     """Each submitted job exists once, completed, with one result of the right bytes."""
     rows = _sql(url, "SELECT j.id, j.options::json->>'tag', j.status, j.attempts, j.run_number, "
                      "a.attempt, a.sha256 FROM jobs j LEFT JOIN artifacts a ON a.job_id = j.id "
                      "AND a.name = j.main_artifact WHERE j.options::json->>'tag' IS NOT NULL")
     tags = Counter(row[1] for row in rows)
     assert set(tags) == set(expected) and max(tags.values()) == 1, "a job was lost or duplicated"
-    from_a = _claimed_by_replica_a(work_dir)
+    from_a = _claimed_by_replica_a(work_dir, coordinator_logs)
     for job_id, tag, status, attempts, run, artifact_run, digest in rows:
         assert status == "completed", (job_id, status)
         assert artifact_run == run and digest == expected[tag], (job_id, "wrong or missing result")
-        assert attempts == 1 or job_id in from_a, (job_id, attempts, "re-run, but not A's")
+        assert attempts == 1 or job_id in from_a, \
+            (job_id, attempts, "re-run, but not A's", _mentions(job_id, work_dir, coordinator_logs))
     results = _sql(url, "SELECT job_id, count(*) FROM artifacts GROUP BY job_id HAVING count(*) > 1")
     assert results == [], "a job has more than one result"
 
@@ -240,7 +261,7 @@ def _check_jobs(url: str, expected: dict[str, str], work_dir: Path) -> None:
 def _check_logs(a: Coordinator, b: Coordinator, url: str, work_dir: Path, total: int) -> None:
     """No job completed twice; every job a reaper took back was given up out loud by each worker
     that claimed it and did not complete it (never silently)."""
-    coordinator_logs = a.log_path.read_text(errors="replace") + b.log_path.read_text(errors="replace")
+    coordinator_logs = _coordinator_logs(a, b)
     completions = Counter(re.findall(r"job (\w+): completed by", coordinator_logs))
     assert not [job for job, n in completions.items() if n > 1], "a job completed twice"
     # A SIGKILL may cut the log lines of its last few completions, never more.
