@@ -217,7 +217,8 @@ def _upload_stream():
 
 
 class _Publisher:
-    """Renames a received upload into place when (and only if) its transaction wins."""
+    """Renames a received upload to its own unique path, once (`jobs.add_artifact` calls it
+    when its transaction wins; the upload view calls it before that transaction begins)."""
 
     def __init__(self, storage: Storage, received: Received, job_id: str, run: int, name: str):
         self.storage, self.received = storage, received
@@ -225,8 +226,9 @@ class _Publisher:
         self.relpath: str | None = None
 
     def __call__(self) -> str:
-        self.relpath = self.storage.publish_artifact(self.received, self.job_id, self.run,
-                                                     self.name).relpath
+        if self.relpath is None:
+            self.relpath = self.storage.publish_artifact(self.received, self.job_id, self.run,
+                                                         self.name).relpath
         return self.relpath
 
 
@@ -237,9 +239,13 @@ class _Publisher:
 def upload_result(job_id: str) -> Response:
     """Store an artifact of the current run; `final=1` also completes the job.
 
-    The body streams into a private temp file; only the request that wins the fenced database
-    transition renames it into place, so racing or repeated uploads never touch a published file.
-    A repeated identical upload after completion answers the same result.
+    The body streams into a private temp file, which is then renamed to a path of its own
+    (unique to this upload) before the fenced database transition: the write lock is never held
+    across a rename and a directory fsync. Only a transition that wins points a row at that
+    path; a refused upload, or one whose bytes were stored already, has its file removed at once
+    (a crash in between leaves it to the orphan sweep). Racing or repeated uploads never touch a
+    file another row points to. A repeated identical upload after completion answers the same
+    result.
     """
     require_job_id(job_id)
     args = _upload_args()
@@ -257,17 +263,18 @@ def upload_result(job_id: str) -> Response:
                         content_type=args.content_type, attempt=run)
     publisher, then = _Publisher(state.storage, received, job_id, run, args.name), _next_claim(args)
     try:
+        publisher()  # outside the write transaction (see above)
         upload = jobs.add_artifact(db.session, job_id, token, info, publisher, final=args.final,
                                    detected_language=args.detected_language, events=state.events,
                                    then=then)
     except BaseException:
-        if publisher.relpath:  # published, but the transaction did not commit
+        if publisher.relpath:  # published, but no committed row points to it
             state.storage.remove(publisher.relpath)
         raise
     finally:
         state.storage.discard(received)
-    if upload.replaced and upload.replaced != publisher.relpath:
-        state.storage.remove(upload.replaced)
+    for unused in {upload.replaced, publisher.relpath} - {upload.path, None}:
+        state.storage.remove(unused)  # the row's previous file, or ours when the bytes were there
     return _upload_reply(upload, args, then)
 
 

@@ -215,6 +215,41 @@ def test_sha256_mismatch_is_400_and_stores_nothing(app, client, keys):
     assert good.status_code == 200
 
 
+def _stored_files(app) -> set[str]:
+    artifacts = Path(app.config["DATA_DIR"]) / "artifacts"
+    return {str(p.relative_to(app.config["DATA_DIR"])) for p in artifacts.rglob("*") if p.is_file()}
+
+
+def _pointed_to(app) -> set[str]:
+    from coordinator.extensions import db
+    from coordinator.models import Artifact
+    with app.app_context():
+        return {path for (path,) in db.session.query(Artifact.path)}
+
+
+def test_every_upload_outcome_leaves_only_the_files_rows_point_to(app, client, keys):
+    """Uploads are published at their own path before the fenced transaction; whatever the
+    transaction decides (stored, replaced, same bytes again, refused, repeated after completion),
+    the files left are exactly those artifact rows point to."""
+    job_id = submit(client, keys)
+    token = claim(client, keys)["lease_token"]
+
+    def upload(data: bytes, name: str = "result", final: int = 0, lease: str = token) -> int:
+        return client.post(f"/jobs/{job_id}/upload-result?name={name}&final={final}", data=data,
+                           headers=h(keys["worker"], lease)).status_code
+
+    assert upload(b"first") == 200 and upload(b"second") == 200  # replaced
+    assert upload(b"second") == 200  # the same bytes: the row keeps its file
+    assert upload(b"stale", lease="not-the-lease") == 409  # refused
+    assert len(_stored_files(app)) == 1 and _stored_files(app) == _pointed_to(app)
+    assert upload(b"second", final=1) == 200  # completes with the stored bytes
+    assert upload(b"second", final=1) == 200  # a repeat after completion: the same result
+    assert upload(b"different", final=1) == 409
+    assert len(_stored_files(app)) == 1 and _stored_files(app) == _pointed_to(app)
+    got = client.get(f"/jobs/{job_id}/download", headers={"X-API-Key": keys["client"]})
+    assert got.data == b"second"
+
+
 @pytest.mark.parametrize("query", ["name=../../etc/passwd", "name=..", "name=.hidden", "name=a/b",
                                    "final=maybe", "content_type=not a type"])
 def test_bad_upload_arguments_are_422(app, client, keys, query):
