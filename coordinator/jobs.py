@@ -457,6 +457,25 @@ def _repeat_upload(session: Session, job: Job, info: ArtifactInfo) -> Upload:
                     job_status=COMPLETED, this_lease=True)
 
 
+def handed_over(session: Session, job_id: str, token: str | None, now: float | None = None) -> Claimed | None:
+    """The job that the completion of `job_id` under `token` claimed for the same worker session
+    (claim-on-complete, at the completion's own time), while that lease still holds; None
+    otherwise. A retried completing upload gets it again: the first reply was lost, so the
+    worker never saw that claim. Only the holder of the completing lease can ask."""
+    if not token:
+        return None
+    with lean.of(session).reading() as cursor:
+        done = cursor.first(statements.leased_job(), {"p_id": job_id, "p_token": token, "p_statuses": [COMPLETED]})
+        if done is None or not done.worker_session or done.finished_at is None:
+            return None
+        row = cursor.first(statements.claimed_on_completion(),
+                           {"p_session": done.worker_session, "p_started": done.finished_at, "p_now": _now(now)})
+    if row is None:
+        return None
+    logger.info("job %s: repeated completion hands over its next job %s again", job_id, row.id)
+    return Claimed(row, row.lease_token, row.lease_expires_at)
+
+
 def add_artifact(session: Session, job_id: str, token: str | None, info: ArtifactInfo,
                  publish: Callable[[], str], *, final: bool = False,
                  detected_language: str | None = None, events: QueueEvents | None = None,

@@ -104,6 +104,16 @@ def leased_job() -> sa.Select:
 
 
 @functools.lru_cache(maxsize=None)
+def claimed_on_completion() -> sa.Select:
+    """SELECT the running job claimed for worker session :p_session at :p_started (a completing
+    upload's claim-on-complete, made at the completion's time) whose lease holds at :p_now."""
+    return (sa.select(Job.__table__)
+            .where(_T.status == RUNNING, _T.lease_expires_at > sa.bindparam("p_now"),
+                   _T.worker_session == sa.bindparam("p_session"), _T.started_at == sa.bindparam("p_started"))
+            .order_by(_T.id).limit(1))
+
+
+@functools.lru_cache(maxsize=None)
 def jobs_ahead() -> sa.Select:
     """SELECT count(*) of the queued jobs ahead of (:p_priority, :p_created, :p_id) in claim order
     (priority desc, then age, then id): one count on the claim index for one job's position."""

@@ -281,7 +281,8 @@ def upload_result(job_id: str) -> Response:
 def _upload_reply(upload: jobs.Upload, args: _UploadArgs, then: jobs.NextClaim | None) -> Response:
     """The reply of an upload: the artifact as stored, the job's status, whether it was a repeat,
     and (asked with `next=1` by the upload that completed the job) the worker's next job: the one
-    its transaction claimed, or for a repeated completion the one `then` claims now."""
+    its transaction claimed; for a repeated completion (a retry after a lost reply) the job the
+    first reply handed over while its lease holds, else the one `then` claims now."""
     search.on_upload(db.session, get_state().storage, request.view_args["job_id"], upload,
                      current_app.config["MAX_INDEXED_TRANSCRIPT_MB"] * 1024 * 1024)  # search index
     body: dict[str, Any] = {"artifact": upload.artifact.to_dict(), "status": upload.status,
@@ -290,7 +291,7 @@ def _upload_reply(upload: jobs.Upload, args: _UploadArgs, then: jobs.NextClaim |
         if upload.next_tried:  # claimed in the upload's own transaction
             body["next"] = None if upload.next is None else _claimed_body(upload.next)
         else:
-            body["next"] = _next_job(then)
+            body["next"] = _next_job(then, upload)
     return reply(body)
 
 
@@ -305,17 +306,22 @@ def _next_claim(args: _UploadArgs) -> jobs.NextClaim | None:
     return None if info is None else jobs.NextClaim(info, state.policy)
 
 
-def _next_job(then: jobs.NextClaim | None) -> dict[str, Any] | None:
+def _next_job(then: jobs.NextClaim | None, upload: jobs.Upload) -> dict[str, Any] | None:
     """Claim-on-complete for a repeated completing upload (the completion committed earlier, so
-    there is no transaction to claim in): the next job `then` names, claimed now; None as in
-    `_next_claim`. A failure here only means no job is handed over."""
-    if then is None:
-        return None
+    there is no transaction to claim in): the job the first reply handed over, while its lease
+    holds (that reply was lost); else the next job `then` names, claimed now (None as in
+    `_next_claim`). A failure here only means no job is handed over."""
     try:
+        handed = jobs.handed_over(db.session, request.view_args["job_id"], _lease_token()) \
+            if upload.repeated else None
+        if handed is not None:
+            return _claimed_body(handed)
+        if then is None:
+            return None
         claimed = jobs.claim_next(db.session, then.worker, then.policy, events=get_state().events)
         return None if claimed is None else _claimed_body(claimed)
     except SQLAlchemyError:
-        logger.exception("claim-on-complete for worker session %s failed; it will claim", then.worker.session_id)
+        logger.exception("claim-on-complete for worker session %s failed; it will claim", _session_header())
         return None
 
 

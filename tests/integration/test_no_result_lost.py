@@ -234,6 +234,29 @@ def test_lost_final_upload_reply_is_reported_as_completed(coordinator_factory, w
     assert f"job {job_id}: completed by lossy" in coord_log
 
 
+def test_lost_completion_reply_hands_the_next_job_over_again(coordinator_factory, workers, tmp_path):
+    """The completing upload that also claimed the worker's next job loses its reply: the
+    worker's retry is handed that same job, which runs at once on its first attempt instead of
+    waiting out its lease."""
+    coord = coordinator_factory(env={"START_LEASE_SECONDS": "60"}).start()
+    admin = Api(coord.url, ADMIN_KEY)
+    proxy = CuttingProxy(coord.url, lambda method, path, q: path.endswith("/upload-result")
+                         and "next=1" in q and not proxy.cuts).start()
+    try:
+        first, second = (admin.submit_bytes(data)["job_id"] for data in (b"first job", b"second job"))
+        workers.append(start_worker(proxy.url, tmp_path / "w", "lossy", "--kinds", "echo", "--burst"))
+        assert workers[-1].wait(40) == 0  # well within the handed job's 60 s lease
+    finally:
+        proxy.stop()
+    assert len(proxy.cuts) == 1
+    views = [admin.get(f"/jobs/{job_id}").json() for job_id in (first, second)]
+    assert [(v["status"], v["attempts"]) for v in views] == [("completed", 1), ("completed", 1)]
+    assert admin.get(f"/jobs/{second}/download").content == b"second job"
+    coord_log = (coord.data_dir / "coordinator.log").read_text()
+    assert f"job {first}: repeated completion hands over its next job {second} again" in coord_log
+    assert "reaper: job" not in coord_log
+
+
 def test_file_names_with_control_characters_are_safe(coordinator, admin, worker_api):
     """A newline in a submitted name is dropped at submit; an old row with one still downloads."""
     job_id = admin.submit_bytes(b"named badly", filename="evil\r\nX-Injected: 1\n.mp4")["job_id"]

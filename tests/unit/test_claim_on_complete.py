@@ -112,15 +112,24 @@ def test_a_failing_next_claim_still_completes_the_upload(backend, monkeypatch):
     assert _claim(client, wkey)["job_id"] == second
 
 
-def test_a_repeated_completing_upload_claims_in_a_transaction_of_its_own(backend):
+def test_a_repeated_completing_upload_hands_over_the_same_job_then_claims_afresh(backend):
     """The completion committed earlier (its reply was lost): the repeat answers the same result
-    and, asked with next=1, still hands over the worker's next job."""
+    and, asked with next=1, hands over the job the lost reply carried, with the same lease (no
+    second claim). Once that job is no longer held under that lease, a repeat claims the worker's
+    next job in a transaction of its own."""
     app, ckey, wkey = backend
     client = app.test_client()
     first, second, third = (_submit(client, ckey, data) for data in (b"one", b"two", b"three"))
     job = _claim(client, wkey)
-    assert _complete(client, wkey, job).get_json()["next"]["job_id"] == second
+    lost = _complete(client, wkey, job).get_json()["next"]
+    assert lost["job_id"] == second
     again = _complete(client, wkey, job)
     assert again.status_code == 200 and again.get_json()["repeated"] is True
-    assert again.get_json()["next"]["job_id"] == third
-    assert _status(client, ckey, first) == "completed" and _status(client, ckey, third) == "running"
+    assert again.get_json()["next"] == lost
+    assert _status(client, ckey, second) == "running" and _status(client, ckey, third) == "queued"
+    assert _complete(client, wkey, lost).get_json()["next"]["job_id"] == third
+    fourth = _submit(client, ckey, b"four")
+    late = _complete(client, wkey, job)  # second is completed: nothing to hand over again
+    assert late.get_json()["repeated"] is True and late.get_json()["next"]["job_id"] == fourth
+    assert [_status(client, ckey, j) for j in (first, second, third, fourth)] == \
+        ["completed", "completed", "running", "running"]

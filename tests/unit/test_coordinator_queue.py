@@ -364,3 +364,31 @@ def test_concurrent_claims_never_hand_out_a_job_twice(qapp, session):
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(won) == sorted(ids)
+
+
+
+
+def test_a_completion_hands_its_next_job_over_again_to_its_lease_while_that_lease_holds(session):
+    """A completing upload claimed the worker's next job but its reply was lost: the completing
+    lease (and only it) gets that same job and lease back until that lease ends. Two workers
+    completing at the same moment each get back their own next job."""
+    other = WorkerInfo(worker_id="w2", session_id="s2", kinds=("echo",))
+    ids = [add(session, T0 + n) for n in range(5)]
+    held = {w.session_id: jobs.claim_next(session, w, POLICY, now=T0 + 10) for w in (ECHO_WORKER, other)}
+    done = {}
+    for worker in (ECHO_WORKER, other):
+        claimed = held[worker.session_id]
+        result = ArtifactInfo(name="result", size=3, sha256="c" * 64, attempt=claimed.job["run_number"])
+        done[worker.session_id], _ = _upload(session, claimed.job["id"], claimed.lease_token, result, "r",
+                                             final=True, now=T0 + 11, then=jobs.NextClaim(worker, POLICY))
+    assert {s: d.next.job["id"] for s, d in done.items()} == {"s1": ids[2], "s2": ids[3]}
+    for session_id, first in held.items():
+        again = jobs.handed_over(session, first.job["id"], first.lease_token, now=T0 + 12)
+        assert again.job["id"] == done[session_id].next.job["id"]
+        assert (again.lease_token, again.lease_expires_at) == \
+            (done[session_id].next.lease_token, done[session_id].next.lease_expires_at)
+    assert jobs.handed_over(session, held["s1"].job["id"], "not-the-lease", now=T0 + 12) is None
+    assert jobs.handed_over(session, held["s1"].job["id"], None, now=T0 + 12) is None
+    assert [status(session, j).attempts for j in ids[2:4]] == [1, 1] and status(session, ids[4]).status == "queued"
+    late = done["s1"].next.lease_expires_at + 1
+    assert jobs.handed_over(session, held["s1"].job["id"], held["s1"].lease_token, now=late) is None

@@ -320,3 +320,4 @@ def test_next_is_only_for_a_completing_upload_of_a_known_session(client, make_ke
     assert reply.status_code == 200 and reply.get_json()["next"] is None
     bad = _finish(client, wkey, claim(client, wkey), query="final=1&next=maybe")
     assert bad.status_code == 422 and bad.get_json()["error"]
+
