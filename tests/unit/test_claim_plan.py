@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from coordinator import jobs, lean, statements
+from coordinator import claims, jobs, lean, statements
 from coordinator.models import Job
 
 from tests.unit.test_coordinator_queue import ECHO_WORKER, POLICY, T0, add, qapp, session  # noqa: F401
@@ -24,7 +24,7 @@ def _plan(session, stmt: sa.Executable, params: dict) -> str:
 def test_the_claim_uses_the_index_in_its_order_and_sorts_nothing(session):
     for n in range(20):
         add(session, T0 + n, priority=n % 3)
-    params = {"p_now": T0 + 60, **jobs._capability_params(ECHO_WORKER)}
+    params = {"p_now": T0 + 60, **claims._capability_params(ECHO_WORKER)}
     postgres = not lean.of(session).sqlite
     plan = _plan(session, statements._pick(lock=postgres), params)  # the claim's subquery
     session.rollback()
