@@ -14,7 +14,6 @@ from . import lean, statements
 from .claims import Claimed, NextClaim, _claim_within
 from .errors import LeaseLost
 from .leases import COMPLETED, RUNNING, _cancel_instead, _events, _locked_lease, _now, _refusal
-from .models import Job
 from .notify import QueueEvents
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def artifact_info(row: Any) -> ArtifactInfo:
                         attempt=row.attempt)
 
 
-def _repeat_upload(session: Session, job: Job, info: ArtifactInfo) -> Upload:
+def _repeat_upload(session: Session, job: lean.Record, info: ArtifactInfo) -> Upload:
     """An upload by the lease that already completed the job: same bytes → the same result."""
     row = _artifact_row(lean.joined(session), job.id, job.run_number, info.name)
     stored = None if row is None else artifact_info(row)
@@ -116,9 +115,9 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
                  now: float | None = None, then: NextClaim | None = None) -> Upload:
     """Record an uploaded artifact of the current run (replacing a same-named one); `final` completes.
 
-    `publish` renames the received file into place and returns its path; it is called only by
-    the request that wins this fenced transaction, and not at all when the stored artifact
-    already has these bytes. A job whose cancel was requested ends `cancelled` instead. With
+    `publish` returns the path of the received file (the upload view renames it to its unique
+    path before this transaction); it is called only by the request that wins this fenced
+    transaction, and not at all when the stored artifact already has these bytes. A job whose cancel was requested ends `cancelled` instead. With
     `then`, a completing upload also claims that worker's next job in the same transaction.
     """
     now = _now(now)
@@ -130,15 +129,13 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
     if isinstance(done, Upload):
         return done
     job, recorded, handed = done
-    stored = ArtifactInfo(name=info.name, size=info.size, sha256=info.sha256, content_type=info.content_type,
-                          attempt=info.attempt)
     if final:
         logger.info("job %s: completed by %s with %s", job_id, job.worker_id, info.name)
         _events(events).job_changed(job_id)
         _events(events).job_finished(job_id, job.callback_url, COMPLETED, job.kind)
         if handed is not None:
             _events(events).job_changed(handed.job["id"])
-    return Upload(COMPLETED if final else job.status, stored, recorded.replaced, recorded.repeated,
+    return Upload(COMPLETED if final else job.status, info, recorded.replaced, recorded.repeated,
                   recorded.path, next_tried=final and then is not None, next=handed)
 
 

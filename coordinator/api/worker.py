@@ -21,7 +21,6 @@ from ..extensions import db
 from ..openapi import DOWNLOAD, LEASED, SESSION, UPLOAD_BODIES, documented
 from ..serializers import claimed_job, job_view
 from ..state import get_state
-from ..storage import Received, Storage
 from ..validation import (CLAIM_WAIT_RANGE, parse_bool, parse_content_type, parse_csv, parse_fail_report,
                           parse_heartbeat, parse_label, parse_language, parse_number, parse_sha256,
                           parse_worker_info)
@@ -216,22 +215,6 @@ def _upload_stream():
     return request.stream
 
 
-class _Publisher:
-    """Renames a received upload to its own unique path, once (`jobs.add_artifact` calls it
-    when its transaction wins; the upload view calls it before that transaction begins)."""
-
-    def __init__(self, storage: Storage, received: Received, job_id: str, run: int, name: str):
-        self.storage, self.received = storage, received
-        self.job_id, self.run, self.name = job_id, run, name
-        self.relpath: str | None = None
-
-    def __call__(self) -> str:
-        if self.relpath is None:
-            self.relpath = self.storage.publish_artifact(self.received, self.job_id, self.run,
-                                                         self.name).relpath
-        return self.relpath
-
-
 @bp.post(Routes.UPLOAD_RESULT)
 @documented("worker", ok="UploadReply", body=UPLOAD_BODIES, query="UploadQuery",
             headers=(*LEASED, SHA256_HEADER), errors=(409, 413, 422))
@@ -261,19 +244,19 @@ def upload_result(job_id: str) -> Response:
                                               current_app.config["MAX_UPLOAD_BYTES"], args.expected_sha256)
     info = ArtifactInfo(name=args.name, size=received.size, sha256=received.sha256,
                         content_type=args.content_type, attempt=run)
-    publisher, then = _Publisher(state.storage, received, job_id, run, args.name), _next_claim(args)
-    try:
-        publisher()  # outside the write transaction (see above)
-        upload = jobs.add_artifact(db.session, job_id, token, info, publisher, final=args.final,
+    then, published = _next_claim(args), None
+    try:  # published outside the write transaction (see above)
+        published = state.storage.publish_artifact(received, job_id, run, args.name).relpath
+        upload = jobs.add_artifact(db.session, job_id, token, info, lambda: published, final=args.final,
                                    detected_language=args.detected_language, events=state.events,
                                    then=then)
     except BaseException:
-        if publisher.relpath:  # published, but no committed row points to it
-            state.storage.remove(publisher.relpath)
+        if published:  # no committed row points to it
+            state.storage.remove(published)
         raise
     finally:
         state.storage.discard(received)
-    for unused in {upload.replaced, publisher.relpath} - {upload.path, None}:
+    for unused in {upload.replaced, published} - {upload.path, None}:
         state.storage.remove(unused)  # the row's previous file, or ours when the bytes were there
     return _upload_reply(upload, args, then)
 
