@@ -144,9 +144,8 @@ def _coalesced_beat(session: Session, job_id: str, token: str | None, beat: Hear
                     policy: QueuePolicy, now: float) -> HeartbeatReply | None:
     """The reply to a beat that needs no write, or None: the lease was renewed less than half a
     heartbeat interval ago (so it still has nearly all of `lease_seconds` to run), the start is
-    confirmed, and every field the beat carries equals the stored one."""
-    if not token:
-        return None
+    confirmed, and every field the beat carries equals the stored one. (Only a beat the memory
+    matched gets here, so `token` is one a write was accepted under.)"""
     with lean.of(session).reading() as cursor:
         row = cursor.first(statements.heartbeat_state(), {"p_id": job_id, "p_token": token})
     if row is None or row["confirmed_at"] is None or row["lease_expires_at"] is None:
