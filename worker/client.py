@@ -9,12 +9,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlencode, urlsplit
 
 import requests
-from requests.cookies import RequestsCookieJar
-from requests.structures import CaseInsensitiveDict
-from requests.utils import get_netrc_auth
 
 from shared.protocol import (API_KEY_HEADER, LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS,
                              SHA256_HEADER, WORKER_SESSION_HEADER, ArtifactInfo, ClaimedJob,
@@ -26,6 +22,7 @@ from worker.objectstore import ObjectStore
 from worker.safefetch import DEFAULT_MAX_SOURCE_MB, MIB, fetch_source, source_limit
 from worker.transfer import (ChecksumMismatch, ProgressReader, TransientTransferError,
                              backoff_delay, fetch_resumable, file_sha256, parse_retry_after)
+from worker.wire import AnyReply, CoordinatorSession, WireError, lean_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +35,7 @@ MAX_IDLE_SESSIONS = 2  # sessions kept open for the next thread (a job's heartbe
 VERIFY_SECONDS_PER_BYTE = 1 / (10 * MIB)
 
 
-def _error_body(resp: requests.Response) -> dict:
+def _error_body(resp: AnyReply) -> dict:
     """The JSON error body of a reply ({} when it has none)."""
     try:
         body = resp.json()
@@ -47,7 +44,7 @@ def _error_body(resp: requests.Response) -> dict:
     return body if isinstance(body, dict) else {}
 
 
-def _error_fields(resp: requests.Response) -> tuple[str, str]:
+def _error_fields(resp: AnyReply) -> tuple[str, str]:
     """The (error, message) of a JSON error body, or fallbacks from the status line."""
     body = _error_body(resp)
     error = str(body.get("error") or resp.reason or resp.status_code)
@@ -73,7 +70,7 @@ def _write_inline(job: ClaimedJob, dest: Path, on_progress: OnProgress | None) -
     return dest
 
 
-def raise_for_reply(resp: requests.Response, *, fenced: bool = True) -> None:
+def raise_for_reply(resp: AnyReply, *, fenced: bool = True) -> None:
     """Raise the `worker.errors` exception that matches a non-2xx reply."""
     status = resp.status_code
     if status < 400:
@@ -112,14 +109,15 @@ class CoordinatorClient:
         self.handover: ClaimedJob | None = None  # the next job a completing upload brought back
         self._sleep = sleep
         self._local = threading.local()
-        self._idle: list[requests.Session] = []
+        self._idle: list[CoordinatorSession] = []
         self._idle_lock = threading.Lock()
+        self._lean = lean_allowed(self.api_url)
         self.store = ObjectStore(attempts=attempts, timeout=timeout, max_rate=max_rate, sleep=sleep)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     @property
-    def session(self) -> requests.Session:
+    def session(self) -> CoordinatorSession:
         """This thread's session (requests sessions are not shared across threads), taken from
         the idle ones when it can: a new job's heartbeat thread reuses a kept-alive connection."""
         session = getattr(self._local, "session", None)
@@ -130,8 +128,8 @@ class CoordinatorClient:
             self._local.session = session
         return session
 
-    def _new_session(self) -> requests.Session:
-        session = _Session()
+    def _new_session(self) -> CoordinatorSession:
+        session = CoordinatorSession(self.api_url, self._lean)
         session.headers.update({API_KEY_HEADER: self.api_key, WORKER_SESSION_HEADER: self.session_id,
                                 "User-Agent": "dubfleet-worker/1"})
         return session
@@ -166,11 +164,11 @@ class CoordinatorClient:
         return {LEASE_HEADER: job.lease_token}
 
     def _request(self, method: str, url: str, *, fenced: bool = True,
-                 timeout: Any = None, **kwargs: Any) -> requests.Response:
+                 timeout: Any = None, **kwargs: Any) -> AnyReply:
         """Send one request; connection failures and error replies become worker errors."""
         try:
-            resp = self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
-        except requests.RequestException as exc:
+            resp = self.session.call(method, url, timeout or self.timeout, **kwargs)
+        except (requests.RequestException, WireError) as exc:
             raise CoordinatorUnavailable(f"{method} {url}: {exc}") from exc
         raise_for_reply(resp, fenced=fenced)
         return resp
@@ -331,7 +329,7 @@ class CoordinatorClient:
 
     def _send_result(self, url: str, params: dict, headers: dict, path: Path, name: str,
                      check: Check | None, on_progress: OnProgress | None,
-                     data: bytes | None) -> requests.Response:
+                     data: bytes | None) -> AnyReply:
         """One upload-result POST: `data` from memory (unless the rate is capped), else `path`
         streamed with progress."""
         timeout = (10.0, max(self.timeout, 120.0))
@@ -391,7 +389,7 @@ class CoordinatorClient:
                 self._retry_pause(exc, attempt, f"publishing {request.name}")
         raise CoordinatorUnavailable(f"publishing {request.name} failed after {self.attempts} tries")
 
-    def _upload_reply(self, resp: requests.Response, name: str, path: Path, sha: str) -> ArtifactInfo:
+    def _upload_reply(self, resp: AnyReply, name: str, path: Path, sha: str) -> ArtifactInfo:
         """The ArtifactInfo of an upload reply (one built locally if the reply has none); the
         next job the reply of a completing upload carries is kept in `handover`."""
         data = resp.json() if resp.content else {}
@@ -417,83 +415,6 @@ class CoordinatorClient:
         logger.warning("%s failed (try %d/%d), again in %.1fs: %s", what, attempt + 1,
                        self.attempts, delay, exc)
         self._sleep(delay)
-
-
-class _Session(requests.Session):
-    """A requests session that reads the proxy and CA-bundle environment (and ~/.netrc) once per
-    scheme and host instead of on every request (os.environ is scanned for proxies each time
-    otherwise: about 1 ms of a small job's 2 requests), and prepares a request without the
-    per-call merging of settings this client never uses (cookies, auth, hooks, session params)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._env_settings: dict[tuple[str, str, Any], dict[str, Any]] = {}
-        self._netrc: dict[tuple[str, str], Any] = {}
-
-    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        """requests' prepare_request, made directly when nothing needs merging but the headers.
-
-        The coordinator sets no cookies and the client sends no auth, hooks or non-dict query:
-        with any of them it takes requests' own path. requests' merge costs about 0.1 ms a call
-        (cookie jars built and copied, runtime Protocol isinstance checks on every mapping)."""
-        if not self._plain(request):
-            return super().prepare_request(request)
-        prepared = requests.PreparedRequest()
-        prepared.prepare_method(request.method)
-        prepared.prepare_url(request.url, _query_string(request.params))
-        prepared.prepare_headers(self._merged_headers(request.headers))
-        # What prepare_cookies does with an empty jar, less working out that it adds no header.
-        prepared._cookies = RequestsCookieJar()
-        prepared.prepare_body(request.data, request.files, request.json)
-        prepared.prepare_auth(self._netrc_auth(request.url) if self.trust_env else None,
-                              request.url)
-        prepared.prepare_hooks(request.hooks)
-        return prepared
-
-    def _plain(self, request: requests.Request) -> bool:
-        """Whether `request` needs nothing from the session but its headers (and ~/.netrc)."""
-        return (not request.cookies and not len(self.cookies) and request.auth is None
-                and self.auth is None and not self.params and isinstance(request.params, dict)
-                and isinstance(request.url, str) and not any(self.hooks.values()))
-
-    def _merged_headers(self, headers: Any) -> CaseInsensitiveDict:
-        """The session's headers with the request's on top; None values drop a header."""
-        merged = CaseInsensitiveDict(self.headers)
-        if headers:
-            merged.update(headers)
-        for name in [name for name, value in merged.items() if value is None]:
-            del merged[name]
-        return merged
-
-    def _netrc_auth(self, url: str) -> Any:
-        """~/.netrc credentials for the URL's host, looked up once per scheme and host."""
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
-        if key not in self._netrc:
-            self._netrc[key] = get_netrc_auth(url)
-        return self._netrc[key]
-
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[override]
-        """requests' merge, cached for the calls that pass no settings of their own."""
-        if proxies or verify is not None or cert is not None:
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc, stream)
-        settings = self._env_settings.get(key)
-        if settings is None:
-            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            if len(self._env_settings) < 256:
-                self._env_settings[key] = settings
-        return {**settings, "proxies": dict(settings["proxies"])}
-
-
-def _query_string(params: dict) -> str | None:
-    """A query dict encoded as requests encodes it (None values left out, lists repeated)."""
-    pairs = [(key, value) for key, values in params.items()
-             for value in (values if hasattr(values, "__iter__")
-                           and not isinstance(values, (str, bytes)) else (values,))
-             if value is not None]
-    return urlencode(pairs) if pairs else None
 
 
 def _final_params(final: bool, detected_language: str | None, claim_next: bool) -> dict[str, Any]:

@@ -287,14 +287,17 @@ def test_session_takes_requests_path_when_it_has_cookies(server):
 
 
 def test_session_reads_netrc_once_per_host(monkeypatch):
-    import worker.client as module
+    import worker.wire as module
     calls: list[str] = []
     monkeypatch.setattr(module, "get_netrc_auth", lambda url: calls.append(url) or ("u", "p"))
     session = CoordinatorClient("http://h:1", "dfw_key", "session-1").session
     for path in ("/a", "/b"):
         prepared = session.prepare_request(requests.Request("GET", "http://h:1" + path))
         assert prepared.headers["Authorization"].startswith("Basic ")
-    assert calls == ["http://h:1/a"]
+    # once by the client (credentials for the coordinator: its calls all go through requests,
+    # which sends them), once by the session for the host
+    assert calls == ["http://h:1", "http://h:1/a"]
+    assert not session.lean
 
 
 @pytest.mark.parametrize("content", [b"tiny", b""])
