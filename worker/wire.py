@@ -18,7 +18,9 @@ import http.client
 import json as jsonlib
 import logging
 import os
+import re
 import select
+import socket
 import ssl
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Union
@@ -32,6 +34,7 @@ from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies, get_netr
 logger = logging.getLogger(__name__)
 
 LEAN_ARGS = frozenset({"json", "data", "params", "headers"})
+_BAD_HEADER = re.compile(r"[\r\n\0]")
 
 
 class WireError(OSError):
@@ -85,27 +88,35 @@ def _timeouts(timeout: Any) -> tuple[float, float]:
 
 
 class Wire:
-    """One kept-alive HTTP/1.1 connection to the coordinator; one thread at a time."""
+    """One kept-alive HTTP/1.1 connection to the coordinator; one thread at a time.
+
+    A request goes out in one `sendall` (head and small body together, TCP_NODELAY as urllib3
+    sets it): http.client sends the body in a second segment, which costs the server a second
+    read and can wait out a delayed ACK. The reply is read by http.client's parser."""
 
     def __init__(self, base_url: str):
         parts = urlsplit(base_url)
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if self.https else 80)
-        self._conn: http.client.HTTPConnection | None = None
+        self.netloc = parts.netloc
+        self._sock: socket.socket | None = None
 
     def send(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
              timeout: Any) -> Reply:
         """Send one request and read its whole reply; WireError when none comes back."""
         connect_timeout, read_timeout = _timeouts(timeout)
-        parts = urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        message = self._message(method, url, body, headers)
         try:
-            conn = self._connection(connect_timeout)
-            conn.sock.settimeout(read_timeout)  # type: ignore[union-attr]
-            conn.request(method, target, body=body, headers=headers)
-            resp = conn.getresponse()
-            content = resp.read()
+            sock = self._connection(connect_timeout)
+            sock.settimeout(read_timeout)
+            sock.sendall(message)
+            resp = http.client.HTTPResponse(sock, method=method)
+            try:
+                resp.begin()
+                content = resp.read()
+            finally:
+                resp.close()  # its reader only: the socket stays open
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
@@ -113,29 +124,46 @@ class Wire:
             self.close()
         return Reply(method, url, resp.status, resp.reason, resp.getheaders(), content)
 
-    def _connection(self, connect_timeout: float) -> http.client.HTTPConnection:
+    def _message(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> bytes:
+        """The request's bytes: request line, Host, headers (with the body's length), body."""
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.netloc}"]
+        for name, value in headers.items():
+            if name.lower() in ("host", "content-length"):
+                continue
+            if _BAD_HEADER.search(f"{name}{value}"):
+                raise ValueError(f"header {name!r} has a line break in it")
+            lines.append(f"{name}: {value}")
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body or b'')}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+    def _connection(self, connect_timeout: float) -> socket.socket:
         """The open connection, or a new one when there is none or the coordinator closed it
         while it was idle (readable when idle means closed: a reply is never unasked for)."""
-        conn = self._conn
-        if conn is not None and conn.sock is not None:
-            readable, _, _ = select.select([conn.sock], [], [], 0)
+        sock = self._sock
+        if sock is not None:
+            readable, _, _ = select.select([sock], [], [], 0)
             if not readable:
-                return conn
-        self.close()
+                return sock
+            self.close()
+        sock = socket.create_connection((self.host, self.port), timeout=connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.https:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=connect_timeout,
-                                               context=_ssl_context())
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=connect_timeout)
-        conn.connect()
-        self._conn = conn
-        return conn
+            try:
+                sock = _ssl_context().wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        self._sock = sock
+        return sock
 
     def close(self) -> None:
         """Close the connection (the next call opens another)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
 
 def lean_allowed(base_url: str) -> bool:
@@ -185,7 +213,7 @@ class CoordinatorSession(requests.Session):
         if body is None and kwargs.get("json") is not None:
             body = jsonlib.dumps(kwargs["json"], allow_nan=False).encode()
             headers.setdefault("Content-Type", "application/json")
-        return body, dict(headers)  # http.client adds Content-Length (0 for a bodiless POST)
+        return body, dict(headers)  # the wire adds Content-Length (0 for a bodiless POST)
 
     def _keep_cookies(self, reply: Reply) -> None:
         """A reply that sets a cookie: keep it and send later calls through requests, which
