@@ -200,6 +200,21 @@ class DrainingTask(WSGITask):
             self.set_close_on_finish()
         return super().build_response_header()
 
+    def set_close_on_finish(self) -> None:
+        """Close after this response, except for a bodiless 204/304 on a keep-alive HTTP/1.1
+        connection: waitress closes after any response without Content-Length, which a 204 must
+        not carry (RFC 9110 8.6), so every empty claim cost the worker a new connection."""
+        if self._keeps_bodiless_open():
+            return
+        super().set_close_on_finish()
+
+    def _keeps_bodiless_open(self) -> bool:
+        """Whether this is a 204/304 reply whose connection may stay open: HTTP/1.1, the client
+        did not ask to close, and the server is not draining."""
+        return (self.status[:3] in ("204", "304") and self.version == "1.1" and not self.wrote_header
+                and self.request.headers.get("CONNECTION", "").lower() != "close"
+                and not self.channel.server.drain.active)
+
 
 class HardenedChannel(HTTPChannel):
     """An HTTP channel with stamped requests, JSON errors and a header deadline."""

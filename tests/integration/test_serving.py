@@ -286,6 +286,29 @@ def test_transport_errors_are_json(small_coordinator, case):
     _assert_json_error(status, headers, body, code)
 
 
+def _empty_claim(connection: str = "") -> bytes:
+    body = b'{"worker": {"worker_id": "w", "session_id": "s", "kinds": ["echo"]}, "wait": 0}'
+    return (f"POST /jobs/claim HTTP/1.1\r\nHost: t\r\nX-API-Key: {WORKER_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{connection}\r\n"
+            ).encode() + body
+
+
+def test_a_204_keeps_the_connection_open(small_coordinator):
+    """An empty claim (204, no body, so no Content-Length) leaves a keep-alive connection open
+    for the worker's next call (waitress alone would close it); a client that asked to close
+    still gets its connection closed."""
+    with _connect(small_coordinator.port) as sock:
+        for _ in range(2):
+            sock.sendall(_empty_claim())
+            status, headers, body = _read_response(sock)
+            assert (status, body) == (204, b"") and "connection" not in headers
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+        sock.sendall(_empty_claim("Connection: close\r\n"))
+        status, headers, _ = _parse(_read_until_closed(sock))
+        assert status == 204 and headers["connection"] == "close"
+
+
 # --- graceful shutdown --------------------------------------------------------------------------
 
 class SlowUpload(threading.Thread):
