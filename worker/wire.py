@@ -144,8 +144,7 @@ class Wire:
         while it was idle (readable when idle means closed: a reply is never unasked for)."""
         sock = self._sock
         if sock is not None:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
+            if not _readable(sock):
                 return sock
             self.close()
         sock = socket.create_connection((self.host, self.port), timeout=connect_timeout)
@@ -164,6 +163,15 @@ class Wire:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether the socket has something to read right now (poll: no limit on the fd number)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def lean_allowed(base_url: str) -> bool:
