@@ -50,11 +50,11 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
 
 def test_a_long_job_still_beats_at_the_interval_on_a_reused_thread():
     pool, client = RunnerPool(), Beats()
-    first = HeartbeatThread(client, claimed("a", 30.0), pool=pool)
+    first = HeartbeatThread(client, claimed("a", 30.0), pool=pool, launch_delay=0)
     first.start()
     first.stop()
     assert not first.is_alive() and client.closed == 1
-    second = HeartbeatThread(client, claimed("b"), pool=pool)
+    second = HeartbeatThread(client, claimed("b"), pool=pool, launch_delay=0)
     second.start()
     assert wait_for(lambda: len(client.threads) >= 3)  # every 0.02 s
     second.stop()
@@ -65,12 +65,12 @@ def test_a_long_job_still_beats_at_the_interval_on_a_reused_thread():
 def test_a_beat_still_in_flight_keeps_its_thread_and_the_next_job_gets_another():
     pool, client = RunnerPool(), Beats()
     client.hold.clear()  # the first beat hangs (a slow coordinator)
-    first = HeartbeatThread(client, claimed("a"), pool=pool)
+    first = HeartbeatThread(client, claimed("a"), pool=pool, launch_delay=0)
     first.start()
     assert wait_for(lambda: len(client.threads) == 1)
     first.stop(timeout=0.05)
     assert first.is_alive()  # left to finish in the background
-    second = HeartbeatThread(client, claimed("b"), pool=pool)
+    second = HeartbeatThread(client, claimed("b"), pool=pool, launch_delay=0)
     second.start()
     client.hold.set()
     assert wait_for(lambda: second.beats >= 2)
@@ -81,13 +81,13 @@ def test_a_beat_still_in_flight_keeps_its_thread_and_the_next_job_gets_another()
 
 def test_lease_lost_ends_the_heartbeat_and_its_thread_serves_the_next_job():
     pool = RunnerPool()
-    lost = HeartbeatThread(Beats(lost=True), claimed("a"), pool=pool)
+    lost = HeartbeatThread(Beats(lost=True), claimed("a"), pool=pool, launch_delay=0)
     lost.start()
     assert lost.lease_lost.wait(5)
     lost.join(5)
     assert not lost.is_alive()
     client = Beats()
-    nxt = HeartbeatThread(client, claimed("b"), pool=pool)
+    nxt = HeartbeatThread(client, claimed("b"), pool=pool, launch_delay=0)
     nxt.start()
     assert wait_for(lambda: nxt.beats >= 1)
     nxt.stop()
@@ -97,7 +97,7 @@ def test_lease_lost_ends_the_heartbeat_and_its_thread_serves_the_next_job():
 def test_pool_keeps_only_a_few_parked_threads():
     pool, client = RunnerPool(keep=1), Beats()
     client.hold.clear()
-    beats = [HeartbeatThread(client, claimed(f"j{n}"), pool=pool) for n in range(3)]
+    beats = [HeartbeatThread(client, claimed(f"j{n}"), pool=pool, launch_delay=0) for n in range(3)]
     for beat in beats:
         beat.start()
     assert wait_for(lambda: len(client.threads) == 3)
@@ -108,6 +108,38 @@ def test_pool_keeps_only_a_few_parked_threads():
     threads = set(client.threads)
     assert wait_for(lambda: sum(t.is_alive() for t in threads) == 1)  # two exited
     assert len(pool._parked) == 1 and pool._parked[0].is_alive()
+
+
+def test_a_job_that_ends_before_the_launch_delay_wakes_no_thread():
+    """No beat is due in a job's first `launch_delay`: a tiny job's heartbeat is stopped before
+    any thread runs it, and stopping it does not wait."""
+    pool, client = RunnerPool(), Beats()
+    beat = HeartbeatThread(client, claimed("tiny", 30.0), pool=pool)
+    assert beat.launch_delay == 0.1
+    beat.update(urgent=True, stage="uploading")
+    beat.start()
+    assert beat.is_alive()
+    started = time.monotonic()
+    beat.stop()
+    assert time.monotonic() - started < 0.05 and not beat.is_alive()
+    time.sleep(0.25)  # past its launch time: it is dropped, not run
+    assert beat._thread is None and client.threads == [] and client.closed == 0
+    assert pool._parked == []
+
+
+def test_a_job_that_runs_past_the_launch_delay_beats_on_time():
+    """Launched late, the first beat still comes one interval after the start."""
+    pool, client = RunnerPool(), Beats()
+    beat = HeartbeatThread(client, claimed("long", 0.4), pool=pool)
+    assert beat.launch_delay == pytest.approx(0.1)
+    started = time.monotonic()
+    beat.start()
+    assert wait_for(lambda: len(client.threads) >= 1)
+    first = time.monotonic() - started
+    assert 0.3 < first < 0.6
+    assert wait_for(lambda: beat.beats >= 2)
+    beat.stop()
+    assert not beat.is_alive() and client.closed == 1
 
 
 def test_a_heartbeat_is_started_once():
@@ -139,7 +171,7 @@ def test_a_forked_child_starts_its_own_heartbeat_threads():
     """The parent's parked threads do not exist in a forked child: its heartbeats still run."""
     import os
     from worker.heartbeat import RUNNERS
-    warm = HeartbeatThread(Beats(), claimed("warm", 30.0))
+    warm = HeartbeatThread(Beats(), claimed("warm", 30.0), launch_delay=0)
     warm.start()
     warm.stop()
     assert RUNNERS._parked  # parked in the parent

@@ -222,3 +222,10 @@ def test_https_checks_certificates_against_requests_bundle(tmp_path, monkeypatch
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_header_with_a_line_break_is_refused_before_sending(server):
+    client = _client(server.url)
+    with pytest.raises(ValueError, match="line break"):
+        client.session.call("POST", server.url + "/x", 5, json={}, headers={"X-Lease-Token": "t\r\nX-Evil: 1"})
+    assert server.seen == []
