@@ -22,7 +22,7 @@ from worker.objectstore import ObjectStore
 from worker.safefetch import DEFAULT_MAX_SOURCE_MB, MIB, fetch_source, source_limit
 from worker.transfer import (ChecksumMismatch, ProgressReader, TransientTransferError,
                              backoff_delay, fetch_resumable, file_sha256, parse_retry_after)
-from worker.wire import AnyReply, CoordinatorSession, WireError, lean_allowed
+from worker.wire import AnyReply, CoordinatorSession, Reply, WireError, lean_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,10 @@ class CoordinatorClient:
             resp = self.session.call(method, url, timeout or self.timeout, **kwargs)
         except (requests.RequestException, WireError) as exc:
             raise CoordinatorUnavailable(f"{method} {url}: {exc}") from exc
+        if isinstance(resp, Reply) and 300 <= resp.status_code < 400:  # the wire follows none
+            raise CoordinatorError(f"{method} {url}: {resp.status_code} redirect to "
+                                   f"{resp.headers.get('Location')}; set --api-url to the address "
+                                   "the coordinator is served at", resp.status_code, "redirect")
         raise_for_reply(resp, fenced=fenced)
         return resp
 

@@ -161,7 +161,10 @@ class _Launcher:
                     self._cond.wait(wait)
                     continue
                 beat = heapq.heappop(self._due)[2]
-            beat.launch()
+            try:
+                beat.launch()
+            except Exception:  # no thread to be had: that job's lease will lapse, others go on
+                logger.exception("job %s: could not start its heartbeat", beat.job.job_id)
 
 
 RUNNERS = RunnerPool()

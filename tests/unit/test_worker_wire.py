@@ -18,7 +18,7 @@ import requests
 
 from shared.protocol import ClaimedJob, Heartbeat, WorkerInfo
 from worker.client import CoordinatorClient
-from worker.errors import CoordinatorUnavailable, LeaseLost
+from worker.errors import CoordinatorError, CoordinatorUnavailable, LeaseLost
 from worker.wire import Reply, lean_allowed
 
 
@@ -152,6 +152,15 @@ def test_replies_map_to_worker_errors(server):
                                {"Retry-After": "3"})
     claimed = client.claim(WorkerInfo(worker_id="w", session_id="s", kinds=("echo",)))
     assert claimed.job_id == "j2" and client.last_retry_after == 3.0
+
+
+def test_a_redirect_says_which_address_to_use(server):
+    """The wire follows no redirect (an http:// address that a proxy sends to https://): the
+    worker is told which address to set instead of failing on the body."""
+    server.answer = lambda h: (301, {}, {"Location": "https://example.test/jobs/claim"})
+    with pytest.raises(CoordinatorError, match="301 redirect to https://example.test") as info:
+        _client(server.url).claim(WorkerInfo(worker_id="w", session_id="s", kinds=("echo",)))
+    assert info.value.status == 301 and not isinstance(info.value, CoordinatorUnavailable)
 
 
 def test_refused_and_silent_coordinators_are_unavailable():
