@@ -3,9 +3,10 @@
 A tiny job costs a worker one call (the completing upload that also claims the next job). Sent
 through requests, that call spends about 1 ms of the worker's CPU in requests and urllib3
 (request preparation, adapters, the pool, response wrapping), several times what the bytes
-need. `Wire` sends such a call on a kept-alive `http.client` connection of its own instead:
-small bodies (JSON or bytes in memory), no redirects, no streaming, and only where requests
-would add nothing: no proxy applies to the coordinator's address and ~/.netrc has no
+need. `Wire` sends such a call on a kept-alive socket of its own instead (the request written
+in one send, the reply read by http.client's parser): small bodies (JSON or bytes in memory) to
+the coordinator's own address, no redirects, no streaming, and only where requests would add
+nothing: no proxy applies to the coordinator's address and ~/.netrc has no
 credentials for it. Certificates are checked against the same CA bundle requests would use
 (REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else certifi's). Everything else (downloads, streamed
 uploads, redirects to object storage, a coordinator behind a proxy) goes through requests.
@@ -100,6 +101,7 @@ class Wire:
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if self.https else 80)
         self.netloc = parts.netloc
+        self.base = f"{parts.scheme}://{parts.netloc}/"
         self._sock: socket.socket | None = None
 
     def send(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
@@ -203,7 +205,7 @@ class CoordinatorSession(requests.Session):
         """Send one request: on the wire when it is a small call and nothing needs requests,
         else through requests. Connection failures raise WireError or RequestException."""
         if not self.lean or not LEAN_ARGS.issuperset(kwargs) or len(self.cookies) \
-                or not isinstance(kwargs.get("data") or b"", bytes):
+                or not isinstance(kwargs.get("data") or b"", bytes) or not url.startswith(self.wire.base):
             return self.request(method, url, timeout=timeout, **kwargs)
         body, headers = self._lean_body(kwargs)
         query = _query_string(kwargs.get("params") or {})

@@ -203,6 +203,8 @@ def test_streamed_and_redirect_calls_go_through_requests(server, tmp_path):
     assert isinstance(reply, requests.Response)
     reply = client.session.call("GET", server.url + "/x", 5, headers={"A": "b"})
     assert isinstance(reply, Reply) and reply.json() == {"ok": True}
+    other = server.url.replace("127.0.0.1", "localhost")  # another address: never the wire
+    assert isinstance(client.session.call("GET", other + "/x", 5), requests.Response)
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
