@@ -4,7 +4,8 @@ jobs/s on this 2-core machine moves by tens of percent from run to run; the CPU 
 per job moves much less, and says where a change went. Each run queues `--jobs` echo jobs, then
 8 burst worker processes drain them; the coordinator's CPU is read from /proc around the drain,
 the workers' from their rusage once they exit (their start-up included: about 0.45 s of CPU each
-here, so use a few thousand jobs). Runs of the two trees are interleaved.
+here, so use a few thousand jobs). Runs of the two trees are interleaved. `coordinator_cores` is
+jobs/s × the coordinator's CPU per job: near 1.0, its one interpreter lock is what bounds jobs/s.
 
 Run: `.venv/bin/python bench/bench_cpu_per_job.py [--rounds 3] [--jobs 2000] [--before DIR]`
 (Linux: reads /proc).
@@ -60,8 +61,10 @@ def one_run(tmp: Path, jobs: int, root: Path | None) -> dict:
     rate = drained_rate(views, jobs)
     if "jobs_per_s" not in rate:
         return rate
+    # The coordinator's cores while draining: near 1.0, its interpreter lock bounds jobs/s.
     return {**rate, "coordinator_ms_per_job": round(coord_cpu / jobs * 1000, 2),
-            "workers_ms_per_job": round(workers_cpu / jobs * 1000, 2)}
+            "workers_ms_per_job": round(workers_cpu / jobs * 1000, 2),
+            "coordinator_cores": round(rate["jobs_per_s"] * coord_cpu / jobs, 2)}
 
 
 @click.command()
