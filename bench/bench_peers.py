@@ -40,6 +40,7 @@ from tests.integration.procs import ADMIN_KEY, WORKER_KEY, Api, Coordinator, sta
 RESULTS = ROOT / "bench" / "results"
 SERVER_THREADS = 4
 WORKERS = 8
+BATCH = 8  # the --batch of the batching fleet (a side-by-side system of its own)
 
 
 def _code_env(root: Path | None) -> dict[str, str]:
@@ -79,16 +80,16 @@ class StatusPoller(threading.Thread):
                 "poll_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2)}
 
 
-def dubfleet_throughput(tmp: Path, jobs: int, root: Path | None = None) -> dict:
-    """Echo jobs/s with WORKERS burst worker processes (jobs submitted first), and the latency of
-    a client polling the last job's view meanwhile."""
+def dubfleet_throughput(tmp: Path, jobs: int, root: Path | None = None, batch: int = 1) -> dict:
+    """Echo jobs/s with WORKERS burst worker processes (jobs submitted first; `batch` > 1: the
+    workers' `--batch`), and the latency of a client polling the last job's view meanwhile."""
     coord = Coordinator(tmp, env={**BENCH_ENV, **_code_env(root)}).start()
     try:
         admin = Api(coord.url, ADMIN_KEY)
         last = [admin.submit_bytes(f"tiny {i}".encode()) for i in range(jobs)][-1]["job_id"]
         poller = StatusPoller(coord.url, last)
         poller.start()
-        for proc in start_fleet(coord.url, tmp, root):
+        for proc in start_fleet(coord.url, tmp, root, batch):
             proc.wait(600)
         poller.done.set()
         poller.join(30)
@@ -99,10 +100,11 @@ def dubfleet_throughput(tmp: Path, jobs: int, root: Path | None = None) -> dict:
     return {**rate, **poller.figures()} if "jobs_per_s" in rate else rate
 
 
-def start_fleet(url: str, tmp: Path, root: Path | None = None) -> list[subprocess.Popen]:
+def start_fleet(url: str, tmp: Path, root: Path | None = None, batch: int = 1) -> list[subprocess.Popen]:
     """WORKERS burst echo worker processes (running the code under `root`)."""
+    extra = ("--batch", str(batch)) if batch > 1 else ()
     return [start_worker(url, tmp / "w", f"w{n}", "--burst", "--kinds", "echo", "--claim-wait", "0",
-                         env=_code_env(root)) for n in range(WORKERS)]
+                         *extra, env=_code_env(root)) for n in range(WORKERS)]
 
 
 def drained_rate(views: list[dict], jobs: int) -> dict:
@@ -118,6 +120,7 @@ def drained_rate(views: list[dict], jobs: int) -> dict:
 def throughput(tmp: Path, rounds: int, jobs: int, before: Path | None) -> dict:
     """Interleaved rounds of every system; the median jobs/s of each."""
     systems = {"dubfleet": lambda d: dubfleet_throughput(d, jobs),
+               f"dubfleet_batch{BATCH}": lambda d: dubfleet_throughput(d, jobs, batch=BATCH),
                "rq": lambda d: peers.run_rq(jobs, WORKERS, d),
                "procrastinate": lambda d: peers.run_procrastinate(jobs, WORKERS, d)}
     if before:

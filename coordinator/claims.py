@@ -159,3 +159,26 @@ def handed_over(session: Session, job_id: str, token: str | None, now: float | N
         return None
     logger.info("job %s: repeated completion hands over its next job %s again", job_id, row.id)
     return Claimed(row, row.lease_token, row.lease_expires_at)
+
+
+def claim_batch(session: Session, worker: WorkerInfo, policy: QueuePolicy, limit: int,
+                now: float | None = None, events: QueueEvents | None = None) -> list[Claimed]:
+    """Claim up to `limit` jobs for this worker in one transaction (a batch call): the claim
+    statement again for each, every job with a lease token of its own; [] when none is there."""
+    if not worker.kinds or limit <= 0:
+        return []
+    now = _now(now)
+    store = lean.of(session)
+    if store.sqlite and not _claimable(session, _next_params(worker, policy, now)):
+        return []
+    claimed: list[Claimed] = []
+    with store.transaction(session) as cursor:
+        while len(claimed) < limit:
+            params = _next_params(worker, policy, now)
+            rows = cursor.all(statements.claim_next(not store.sqlite), params)
+            if not rows:
+                break
+            claimed.append(Claimed(rows[0], params["p_token"], params["p_expires"]))
+    for one in claimed:
+        _events(events).job_changed(one.job["id"])
+    return claimed

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from shared.protocol import Heartbeat, HeartbeatReply
 
 from . import beatcache, lean, statements
-from .claims import (Claimed, NextClaim, claim_next, claim_specific, handed_over,  # noqa: F401
+from .claims import (Claimed, NextClaim, claim_batch, claim_next, claim_specific, handed_over,  # noqa: F401
                      peek_next)
 from .database import read_only
 from .errors import Conflict, LeaseLost, NotFound

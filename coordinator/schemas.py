@@ -13,9 +13,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from shared import glossary
 from shared.languages import AUTO, LANGUAGES
-from shared.protocol import (JOB_EVENT_FIELDS, MAX_CLAIM_WAIT_SECONDS, ArtifactInfo, ClaimedJob,
-                             FailReport, Heartbeat, HeartbeatReply, JobKind, JobStatus, SlotRequest,
-                             Stage, UploadSlot, WorkerInfo)
+from shared.protocol import (JOB_EVENT_FIELDS, MAX_BATCH_JOBS, MAX_BATCH_RESULT_BYTES, MAX_CLAIM_WAIT_SECONDS,
+                             ArtifactInfo, ClaimedJob, FailReport, HeldResult, Heartbeat, HeartbeatReply,
+                             JobKind, JobStatus, LeaseRef, SlotRequest, Stage, UploadSlot, WorkerInfo)
 
 from . import direct, search_query as sq, validation as v
 from .storage import _JOB_ID_RE  # the ids every view accepts (storage.is_job_id)
@@ -241,6 +241,31 @@ CLAIM_REQUEST: Schema = {"type": "object", "properties": {
     "wait": {**_range(*v.CLAIM_WAIT_RANGE, kind="number"), "default": 0,
              "description": "seconds to hold the request for a job (at most "
                             f"{MAX_CLAIM_WAIT_SECONDS:g} are used)"}}}
+_BATCH_TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
+_BATCH_DATA: Schema = {"type": "string", "contentEncoding": "base64",
+                       "maxLength": 4 * ((MAX_BATCH_RESULT_BYTES + 2) // 3)}
+_LEASE_REF = dataclass_schema(LeaseRef, reply=False, job_id=JOB_ID, lease_token=_BATCH_TOKEN)
+_HELD = dataclass_schema(HeldResult, reply=False, job_id=JOB_ID, lease_token=_BATCH_TOKEN, name=LABEL,
+                         data=_BATCH_DATA, sha256=SHA256, detected_language=nullable(LANGUAGE))
+
+
+def _batch_list(item: Schema, description: str) -> Schema:
+    """An array of at most MAX_BATCH_JOBS items."""
+    return {"type": "array", "maxItems": MAX_BATCH_JOBS, "items": item, "default": [],
+            "description": description}
+
+
+BATCH_REQUEST: Schema = {"type": "object", "properties": {
+    "worker": nullable(ref("WorkerInfo")),
+    "claim": {**_range(0, MAX_BATCH_JOBS), "default": 0, "description": "jobs to claim (after the rest)"},
+    "results": _batch_list(_HELD, "short jobs' only results: each completes its job"),
+    "release": _batch_list(_LEASE_REF, "jobs to give back to the queue")}}
+_BATCH_ENTRY: Schema = {"type": "object", "required": ["job_id"], "properties": {
+    "job_id": JOB_ID, "status": enum_of(JobStatus), "artifact": ref("ArtifactInfo"),
+    "repeated": {"type": "boolean"}, "error": {"type": "string"}, "message": {"type": "string"},
+    "status_code": {"type": "integer", "description": "with `error`: the status this call alone "
+                                                      "would have answered"}},
+    "description": "what became of one result or release: its status, or an error body"}
 COMPLETE_REQUEST: Schema = {"type": "object", "required": ["main_artifact"], "properties": {
     "main_artifact": LABEL, "detected_language": nullable(LANGUAGE)}}
 
@@ -351,6 +376,10 @@ UPLOAD_REPLY = _reply("the stored artifact", artifact=ref("ArtifactInfo"),
                       next={"oneOf": [ref("ClaimedJob"), {"type": "null"}],
                             "description": "asked with next=1: the worker's next job, claimed"})
 UPLOAD_REPLY["required"] = ["artifact", "status", "repeated"]  # `next` only when asked
+BATCH_REPLY = _reply("every result and release in the order sent, and the jobs claimed",
+                     results={"type": "array", "items": _BATCH_ENTRY},
+                     released={"type": "array", "items": _BATCH_ENTRY},
+                     jobs={"type": "array", "items": ref("ClaimedJob")})
 _NUMBER: Schema = {"type": "number"}
 SUMMARY_REPLY = _reply(
     "the stored edit (`summary.edited.json`) and the artifacts written",
@@ -407,6 +436,7 @@ COMPONENTS: dict[str, Schema] = {
     "SearchHit": SEARCH_HIT, "SearchReply": SEARCH_REPLY,
     "SummaryEdit": SUMMARY_EDIT, "SummaryReply": SUMMARY_REPLY,
     "DeliveryView": DELIVERY_VIEW, "DeliveryList": DELIVERY_LIST,
+    "BatchRequest": BATCH_REQUEST, "BatchReply": BATCH_REPLY,
 }
 
 # Objects whose properties are an operation's query parameters (coordinator.openapi expands them).

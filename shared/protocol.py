@@ -24,6 +24,10 @@ WORKER_SESSION_HEADER = "X-Worker-Session"
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 MAX_CLAIM_WAIT_SECONDS = 20.0
+# A batch call (POST BATCH) claims at most this many jobs and carries at most this many results
+# and releases; each result is at most MAX_BATCH_RESULT_BYTES (the JSON body stays under 1 MB).
+MAX_BATCH_JOBS = 32
+MAX_BATCH_RESULT_BYTES = 16 * 1024
 
 
 class JobStatus(str, Enum):
@@ -115,6 +119,7 @@ class Routes:
     COMPLETE = "/jobs/<job_id>/complete"
     FAIL = "/jobs/<job_id>/fail"
     RELEASE = "/jobs/<job_id>/release"
+    BATCH = "/jobs/batch"  # deliver short jobs' small results, give jobs back, claim the next ones
 
     @staticmethod
     def fill(template: str, **values: str) -> str:
@@ -277,6 +282,28 @@ class ArtifactInfo(_Wire):
     sha256: str
     content_type: str = "application/octet-stream"
     attempt: int = 0
+
+
+@dataclass(frozen=True)
+class HeldResult(_Wire):
+    """The only output of a short job, held by its worker and delivered in a batch call, where
+    it completes the job under the job's lease as a completing upload-result would."""
+
+    job_id: str
+    lease_token: str
+    name: str
+    data: str  # the bytes, base64 (at most MAX_BATCH_RESULT_BYTES)
+    sha256: str
+    content_type: str = "application/octet-stream"
+    detected_language: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaseRef(_Wire):
+    """A job under a lease, named in a batch call (to give it back)."""
+
+    job_id: str
+    lease_token: str
 
 
 def is_valid_artifact_name(name: str) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from shared.protocol import MAX_CLAIM_WAIT_SECONDS
+from shared.protocol import MAX_BATCH_JOBS, MAX_CLAIM_WAIT_SECONDS
 from worker.capabilities import build_worker_info
 from worker.client import CoordinatorClient
 from worker.errors import CoordinatorError, UnsupportedJob
@@ -88,13 +88,18 @@ def load_registry(kinds: str | None) -> PipelineRegistry:
               envvar="DUBFLEET_MAX_SOURCE_MB", show_envvar=True,
               help="Largest source_url download in MiB (the coordinator's MAX_SOURCE_MB also "
                    "applies; the smaller wins).")
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH_JOBS), default=1, envvar="DUBFLEET_BATCH",
+              show_envvar=True,
+              help="For streams of short jobs: hold the small result of a job that ran under "
+                   "0.1 s and deliver up to this many in one call that also claims the next ones "
+                   "(1: off; a longer job gives the jobs claimed ahead back at once).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="INFO", envvar="DUBFLEET_LOG_LEVEL", help="Logging level.")
 @click.pass_context
 def main(ctx: click.Context, api_url: str | None, api_key: str | None, poll_interval: float,
          worker_id: str | None, once: bool, burst: bool, max_jobs: int | None, work_dir: Path,
          kinds: str | None, claim_wait: float, max_transfer_rate: float, allow_downloads: bool,
-         allow_private_urls: bool, max_source_mb: int, log_level: str) -> None:
+         allow_private_urls: bool, max_source_mb: int, batch: int, log_level: str) -> None:
     """Pull jobs from a dubfleet coordinator and run them until stopped.
 
     Ctrl-C / SIGTERM once: finish the current job, then exit. Twice: give the job back, exit.
@@ -116,7 +121,7 @@ def main(ctx: click.Context, api_url: str | None, api_key: str | None, poll_inte
                                allow_private_urls=allow_private_urls,
                                max_source_bytes=max_source_mb * MIB)
     worker = Worker(client, info, registry, work_dir, poll_interval=poll_interval,
-                    claim_wait=claim_wait)
+                    claim_wait=claim_wait, batch=batch)
     try:
         worker.work(burst=burst or once, max_jobs=1 if once else max_jobs)
     except CoordinatorError as exc:

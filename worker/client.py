@@ -14,10 +14,10 @@ import requests
 
 from shared.protocol import (API_KEY_HEADER, LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS,
                              SHA256_HEADER, WORKER_SESSION_HEADER, ArtifactInfo, ClaimedJob,
-                             FailReport, Heartbeat, HeartbeatReply, Routes, SlotRequest, UploadSlot,
-                             WorkerInfo)
+                             FailReport, Heartbeat, HeartbeatReply, HeldResult, Routes, SlotRequest,
+                             UploadSlot, WorkerInfo)
 from worker.errors import (Backoff, CoordinatorError, CoordinatorUnavailable, JobFailed,
-                           LeaseLost, PermanentJobError)
+                           LeaseLost, PermanentJobError, WorkerError)
 from worker.objectstore import ObjectStore
 from worker.safefetch import DEFAULT_MAX_SOURCE_MB, MIB, fetch_source, source_limit
 from worker.transfer import (ChecksumMismatch, ProgressReader, TransientTransferError,
@@ -76,17 +76,22 @@ def raise_for_reply(resp: AnyReply, *, fenced: bool = True) -> None:
     if status < 400:
         return
     error, message = _error_fields(resp)
-    text = f"{resp.request.method} {resp.url}: {status} {message}"
+    raise error_for(status, _error_body(resp), f"{resp.request.method} {resp.url}: {status} {message}",
+                    error, fenced=fenced, retry_after=resp.headers.get("Retry-After"))
+
+
+def error_for(status: int, body: dict, text: str, error: str, *, fenced: bool = True,
+              retry_after: str | None = None) -> WorkerError:
+    """The `worker.errors` exception of an error reply (or of an error entry in a batch reply)."""
     if status == 409 and fenced:
-        body = _error_body(resp)
         job_status = body.get("job_status")
-        raise LeaseLost(text, job_status if isinstance(job_status, str) else None,
-                        body.get("this_lease") is True)
+        return LeaseLost(text, job_status if isinstance(job_status, str) else None,
+                         body.get("this_lease") is True)
     if status in (429, 503):
-        raise Backoff(text, status, error, parse_retry_after(resp.headers.get("Retry-After")))
+        return Backoff(text, status, error, parse_retry_after(retry_after))
     if status >= 500:
-        raise CoordinatorUnavailable(text, status, error)
-    raise CoordinatorError(text, status, error)
+        return CoordinatorUnavailable(text, status, error)
+    return CoordinatorError(text, status, error)
 
 
 class CoordinatorClient:
@@ -185,6 +190,26 @@ class CoordinatorClient:
         return resp.json() if resp.content else {}
 
     # -- claiming and the lease -------------------------------------------------------------
+
+    def batch(self, results: list[HeldResult], release: list[ClaimedJob], claim: int,
+              worker: WorkerInfo | None = None) -> dict:
+        """POST BATCH: complete jobs with their held results, give jobs back and claim up to
+        `claim` more; retried while the coordinator is unreachable (repeating it is safe: what
+        committed answers as a repeat). The JSON reply (results, released, jobs)."""
+        body: dict[str, Any] = {"results": [held.to_dict() for held in results], "claim": claim,
+                                "release": [{"job_id": job.job_id, "lease_token": job.lease_token}
+                                            for job in release]}
+        if claim and worker is not None:
+            body["worker"] = worker.to_dict()
+        for attempt in range(self.attempts):
+            try:
+                resp = self._request("POST", self.url(Routes.BATCH), fenced=False, json=body,
+                                     timeout=(10.0, max(self.timeout, 120.0)))
+                data = resp.json() if resp.content else {}
+                return data if isinstance(data, dict) else {}
+            except CoordinatorUnavailable as exc:
+                self._retry_pause(exc, attempt, "batch call")
+        raise CoordinatorUnavailable(f"batch call failed after {self.attempts} tries")
 
     def claim(self, worker: WorkerInfo, wait: float = 0.0) -> ClaimedJob | None:
         """Claim the next job this worker can run, long-polling up to `wait` s; None if none."""

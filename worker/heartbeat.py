@@ -183,7 +183,8 @@ class HeartbeatThread:
 
     def __init__(self, client: HeartbeatClient, job: ClaimedJob, *, min_gap: float = 2.0,
                  urgent_delay: float = 0.25, clock: Callable[[], float] = time.monotonic,
-                 pool: RunnerPool | None = None, launch_delay: float | None = None):
+                 pool: RunnerPool | None = None, launch_delay: float | None = None,
+                 on_launch: Callable[[], Any] | None = None):
         self.name = f"heartbeat-{job.job_id}"
         self.client, self.job = client, job
         self._pool = pool or RUNNERS
@@ -207,6 +208,12 @@ class HeartbeatThread:
         self._last_try = float("-inf")
         self._deadline = clock() + lease_seconds(job.lease_expires_at, self.interval)
         self.launch_delay = min(LAUNCH_DELAY, self.interval / 2) if launch_delay is None else launch_delay
+        self._on_launch = on_launch  # told (on the launching thread) that the job turned long
+
+    @property
+    def launched(self) -> bool:
+        """Whether the job ran past the launch delay (its heartbeat went to a thread)."""
+        return self._launched
 
     def update(self, *, urgent: bool = False, **fields: Any) -> None:
         """Set stage/progress/message/eta_seconds for the next beat; `urgent` sends one soon."""
@@ -232,11 +239,13 @@ class HeartbeatThread:
             self.launch()
 
     def launch(self) -> None:
-        """Hand it to a thread of the pool, unless it was stopped already."""
+        """Hand it to a thread of the pool, unless it was stopped already (`on_launch` first)."""
         with self._lock:
             if self._stopping.is_set():
                 return
             self._launched = True
+        if self._on_launch is not None:
+            self._on_launch()
         self._pool.run(self)
 
     def is_alive(self) -> bool:

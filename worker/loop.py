@@ -7,10 +7,13 @@ finishes the current job and exits (warm shutdown); the second makes the running
 Delivery: every other output is uploaded with `final=0`, then the main one with `final=1` and the
 detected language, which completes the job in the same fenced call (one request fewer per job).
 If the main output was already published (a subtitle job's subtitles), `POST complete` names it.
+With `batch` > 1, short jobs' small results are held and delivered in batch calls that also claim
+the next jobs (`worker.batching`).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -24,19 +27,20 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from shared.files import make_folder
-from shared.protocol import MAX_CLAIM_WAIT_SECONDS, ClaimedJob, Stage, WorkerInfo, \
-    is_valid_artifact_name
+from shared.protocol import MAX_BATCH_RESULT_BYTES, MAX_CLAIM_WAIT_SECONDS, ClaimedJob, Stage, \
+    WorkerInfo, is_valid_artifact_name
+from worker.batching import Batcher
 from worker.context import JobResult, OutputFile
 from worker.errors import (CoordinatorError, CoordinatorUnavailable, JobCancelled, JobFailed,
                            LeaseLost, PermanentJobError, ShutdownRequested)
 from worker.heartbeat import HeartbeatThread
 from worker.jobcontext import LiveJobContext
 from worker.pipelines import PipelineRegistry
-from worker.transfer import SMALL_TRANSFER, backoff_delay
+from worker.transfer import SMALL_TRANSFER, backoff_delay, read_small
 
 logger = logging.getLogger(__name__)
 
-EMPTY, ERROR = "empty", "error"
+EMPTY, ERROR, HELD = "empty", "error", "held"
 UPLOAD_ROUNDS = 5
 REPORT_TRIES = 4
 # The loop's own files in a job's folder, next to the input (`input_filename`); pipelines use
@@ -57,7 +61,8 @@ class Worker:
     def __init__(self, client: Any, info: WorkerInfo, registry: PipelineRegistry,
                  work_dir: Path, *, poll_interval: float = 5.0, claim_wait: float = 20.0,
                  backoff_min: float = 1.0, backoff_max: float = 60.0,
-                 heartbeat_min_gap: float = 2.0, sleep: Callable[[float], Any] | None = None):
+                 heartbeat_min_gap: float = 2.0, sleep: Callable[[float], Any] | None = None,
+                 batch: int = 1):
         self.client, self.info, self.registry = client, info, registry
         self.work_dir = Path(work_dir)
         self.poll_interval = max(0.0, poll_interval)
@@ -77,6 +82,7 @@ class Worker:
         self._idle_sleep = sleep or self._wakeup.wait
         self._retry_sleep = sleep or time.sleep
         self._job_sleep = sleep or self._abort.wait  # a second signal cuts it short
+        self.batch = Batcher(client, batch, self._held_outcome) if batch > 1 else None
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -131,17 +137,45 @@ class Worker:
                 if max_jobs is not None and self.jobs_done >= max_jobs:
                     logger.info("ran %d job(s): max-jobs reached", self.jobs_done)
                     break
-                got = self._handed_over() or self._poll(burst)
+                got = self._next_local() or self._poll(burst)
                 if got == EMPTY and burst:
                     logger.info("queue empty: burst finished after %d job(s)", self.jobs_done)
                     break
                 if isinstance(got, ClaimedJob):
                     self._take(got)
+        if self.batch is not None:  # held results delivered, jobs claimed ahead given back
+            self.batch.give_back()
         handed = self._handed_over()
         if handed is not None:  # a stop came after the completing upload brought it
             self._take(handed)
         logger.info("worker %s stopped after %d job(s)", self.info.worker_id, self.jobs_done)
         return self.jobs_done
+
+    def _next_local(self) -> ClaimedJob | None:
+        """A job claimed ahead; when none is left, the jobs the batch call that delivers the
+        held results claims; else the one the last completing upload handed over."""
+        if self.batch is not None:
+            job = self.batch.take()
+            if job is None and self.batch.holding:
+                self.batch.flush(self._batch_claims(), self.info)
+                job = self.batch.take()
+            if job is not None:
+                return job
+        return self._handed_over()
+
+    def _batch_claims(self) -> int:
+        """How many jobs a batch call claims: up to the batch size, none while stopping, and not
+        past max-jobs (held jobs count as done)."""
+        if self._stop.is_set() or self.batch is None:
+            return 0
+        wanted = self.batch.size - self.batch.ahead
+        if self._max_jobs is not None:
+            wanted = min(wanted, self._max_jobs - self.jobs_done - self.batch.ahead)
+        return max(0, wanted)
+
+    def _held_outcome(self, job_id: str, outcome: str) -> None:
+        """A held job's outcome, known once its batch call answered."""
+        self.outcomes.append((job_id, outcome))
 
     def _handed_over(self) -> ClaimedJob | None:
         """The job the last completing upload claimed for us (claim-on-complete), if any."""
@@ -228,7 +262,8 @@ class Worker:
         logger.info("job %s: claimed %s (attempt %d/%d)", job.job_id, job.kind, job.attempt,
                     job.max_attempts)
         folder = self.work_dir / f"{job.job_id}-{job.attempt}"
-        beat = HeartbeatThread(self.client, job, min_gap=self.heartbeat_min_gap)
+        beat = HeartbeatThread(self.client, job, min_gap=self.heartbeat_min_gap,
+                               on_launch=self.batch.give_back_soon if self.batch else None)
         ctx = LiveJobContext(job, folder, self.client, beat, self._abort)
         self.current, started = job, time.monotonic()
         beat.start()
@@ -238,8 +273,9 @@ class Worker:
             beat.stop()
             self.current = None
             shutil.rmtree(folder, ignore_errors=True)
-        _log_end(ctx, outcome, time.monotonic() - started)
-        self.outcomes.append((job.job_id, outcome))
+        if outcome != HELD:  # a held job's end is logged and counted by its batch call
+            _log_end(ctx, outcome, time.monotonic() - started)
+            self.outcomes.append((job.job_id, outcome))
         return outcome
 
     def _outcome(self, ctx: LiveJobContext) -> str:
@@ -287,10 +323,25 @@ class Worker:
         ctx.check()
         pipeline = self.registry.get(ctx.job.kind)
         result = pipeline.run(ctx, input_path)
-        self._deliver(ctx, result)
-        return "completed"
+        return HELD if self._hold(ctx, result) else self._deliver(ctx, result)
 
-    def _deliver(self, ctx: LiveJobContext, result: JobResult) -> None:
+    def _hold(self, ctx: LiveJobContext, result: JobResult) -> bool:
+        """Hold a short job's only, small result for the next batch call (`worker.batching`)."""
+        outputs = checked_outputs(result)
+        if self.batch is None or not self.batch.can_hold(ctx.job, outputs, not ctx.beat.launched):
+            return False
+        ctx.check()
+        output = outputs[0]
+        data = read_small(output.path, MAX_BATCH_RESULT_BYTES + 1)
+        if data is None:  # it grew since
+            return False
+        self.batch.hold(ctx.job, output.name, data, hashlib.sha256(data).hexdigest(), output.content_type,
+                        result.detected_language)
+        ctx.beat.stop()
+        ctx.main_artifact = result.main
+        return True
+
+    def _deliver(self, ctx: LiveJobContext, result: JobResult) -> str:
         """Upload the other outputs (final=0), then the main one with final=1 (completes)."""
         outputs = checked_outputs(result)
         ctx.stage(Stage.UPLOADING, quiet=outputs_size(outputs) < SMALL_TRANSFER)
@@ -307,6 +358,7 @@ class Worker:
             self._with_retries(lambda: self.client.complete(ctx.job, result.main,
                                                             result.detected_language), "complete")
         ctx.main_artifact = result.main
+        return "completed"
 
     def _upload_with_retries(self, ctx: LiveJobContext, output: OutputFile, final: bool = False,
                              detected_language: str | None = None, claim_next: bool = False) -> bool:

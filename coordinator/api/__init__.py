@@ -15,6 +15,7 @@ def register_blueprints(app: Flask) -> None:
     from . import redub  # noqa: F401  (adds the re-dub routes to the client and worker blueprints)
     from . import webhooks  # noqa: F401  (adds GET /jobs/<id>/deliveries to the client blueprint)
     from . import summary  # noqa: F401  (adds PUT /jobs/<id>/summary to the client blueprint)
+    from . import batch  # noqa: F401  (adds POST /jobs/batch to the worker blueprint)
 
     from ..ratelimit import init_rate_limits
 

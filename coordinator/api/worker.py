@@ -31,14 +31,14 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("worker", __name__)
 
 
-def _session_header() -> str:
+def session_header() -> str:
     """The caller's X-Worker-Session header ('' when absent)."""
     return request.headers.get(WORKER_SESSION_HEADER, "")
 
 
-def _touch(info: WorkerInfo | None = None) -> None:
+def touch(info: WorkerInfo | None = None) -> None:
     """Record that this worker session is alive (throttled, never fails the request)."""
-    get_state().workers.touch(db.session, info.session_id if info else _session_header(), info)
+    get_state().workers.touch(db.session, info.session_id if info else session_header(), info)
 
 
 def _lease_token() -> str | None:
@@ -60,7 +60,7 @@ def _inline_input(row: Mapping[str, Any]) -> str | None:
     return base64.b64encode(data).decode("ascii") if len(data) == size else None
 
 
-def _claimed_body(claimed: jobs.Claimed) -> dict[str, Any]:
+def claimed_body(claimed: jobs.Claimed) -> dict[str, Any]:
     """The ClaimedJob of a won claim (a small input inline), counted and logged."""
     body = claimed_job(claimed.job, claimed.lease_token, claimed.lease_expires_at, get_state().policy,
                        input_inline=_inline_input(claimed.job))
@@ -71,7 +71,7 @@ def _claimed_body(claimed: jobs.Claimed) -> dict[str, Any]:
 
 def _claimed_reply(claimed: jobs.Claimed) -> Response:
     """200 with the ClaimedJob (a small input inline)."""
-    return reply(_claimed_body(claimed))
+    return reply(claimed_body(claimed))
 
 
 @bp.get(Routes.NEXT)
@@ -83,8 +83,8 @@ def peek_next() -> Response:
     info = parse_worker_info({"kinds": list(parse_csv(args.get("kinds"))) or ["echo"],
                               "asr_models": list(parse_csv(args.get("asr_models"))),
                               "target_languages": list(parse_csv(args.get("target_languages")))},
-                             _session_header())
-    _touch()
+                             session_header())
+    touch()
     job = jobs.peek_next(db.session, info)
     return no_content() if job is None else reply(job_view(db.session, job))
 
@@ -92,7 +92,7 @@ def peek_next() -> Response:
 def _claim_request() -> tuple[WorkerInfo, float]:
     """The worker info and the long-poll wait of POST /jobs/claim."""
     body = read_json()
-    info = parse_worker_info(body.get("worker"), _session_header())
+    info = parse_worker_info(body.get("worker"), session_header())
     wait = parse_number(body.get("wait", 0), "wait", *CLAIM_WAIT_RANGE)
     return info, min(wait, MAX_CLAIM_WAIT_SECONDS)
 
@@ -105,7 +105,7 @@ def claim_next() -> Response:
     """Claim the next job; with `wait` hold the request until one arrives (204 when none)."""
     info, wait = _claim_request()
     state = get_state()
-    _touch(info)
+    touch(info)
 
     def attempt() -> jobs.Claimed | None:
         return jobs.claim_next(db.session, info, state.policy, events=state.events)
@@ -125,8 +125,8 @@ def claim_next() -> Response:
 def claim_specific(job_id: str) -> Response:
     """Claim this job if it is still queued (409 otherwise)."""
     require_job_id(job_id)
-    info = parse_worker_info(read_json(), _session_header())
-    _touch(info)
+    info = parse_worker_info(read_json(), session_header())
+    touch(info)
     state = get_state()
     return _claimed_reply(jobs.claim_specific(db.session, job_id, info, state.policy, events=state.events))
 
@@ -135,7 +135,7 @@ def _leased_job(job_id: str) -> Any:
     """The job's row held under this request's lease token (409 otherwise); the call confirms the
     claim."""
     require_job_id(job_id)
-    _touch()
+    touch()
     token = _lease_token()
     job = jobs.lease_run(db.session, job_id, token)
     if job.confirmed_at is None:
@@ -174,7 +174,7 @@ def heartbeat(job_id: str) -> Response:
     """Renew the lease and record progress; the reply says whether to cancel."""
     require_job_id(job_id)
     beat = parse_heartbeat(read_json())
-    _touch()
+    touch()
     answer = jobs.heartbeat(db.session, job_id, _lease_token(), beat, get_state().policy,
                             events=get_state().events)
     get_state().metrics.stage_seen(job_id, beat.stage)
@@ -234,22 +234,33 @@ def upload_result(job_id: str) -> Response:
     args = _upload_args()
     if "key" in request.args:  # the bytes are in object storage already
         return _publish_staged(job_id, args)
-    _touch()
-    token, state = _lease_token(), get_state()
+    touch()
+    then = _next_claim(args)
+    upload = store_upload(job_id, _lease_token(), _upload_stream(), name=args.name,
+                          content_type=args.content_type, expected_sha256=args.expected_sha256,
+                          final=args.final, detected_language=args.detected_language, then=then)
+    return _upload_reply(upload, args, then)
+
+
+def store_upload(job_id: str, token: str | None, stream: Any, *, name: str, content_type: str,
+                 expected_sha256: str | None, final: bool, detected_language: str | None,
+                 then: jobs.NextClaim | None = None) -> jobs.Upload:
+    """Receive the bytes of an artifact of the lease's current run into local storage and record
+    them (see `upload_result`); the stored file a refused or repeated upload leaves is removed."""
+    state = get_state()
     run = jobs.lease_run(db.session, job_id, token, allow_completed=True).run_number
     if state.storage.direct:
         raise ValidationFailed("results go to object storage: POST upload-slot, PUT the bytes there, "
                                "then name the key here", field="key")
-    received = state.storage.receive_artifact(job_id, run, _upload_stream(),
-                                              current_app.config["MAX_UPLOAD_BYTES"], args.expected_sha256)
-    info = ArtifactInfo(name=args.name, size=received.size, sha256=received.sha256,
-                        content_type=args.content_type, attempt=run)
-    then, published = _next_claim(args), None
+    received = state.storage.receive_artifact(job_id, run, stream, current_app.config["MAX_UPLOAD_BYTES"],
+                                              expected_sha256)
+    info = ArtifactInfo(name=name, size=received.size, sha256=received.sha256, content_type=content_type,
+                        attempt=run)
+    published = None
     try:  # published outside the write transaction (see above)
-        published = state.storage.publish_artifact(received, job_id, run, args.name).relpath
-        upload = jobs.add_artifact(db.session, job_id, token, info, lambda: published, final=args.final,
-                                   detected_language=args.detected_language, events=state.events,
-                                   then=then)
+        published = state.storage.publish_artifact(received, job_id, run, name).relpath
+        upload = jobs.add_artifact(db.session, job_id, token, info, lambda: published, final=final,
+                                   detected_language=detected_language, events=state.events, then=then)
     except BaseException:
         if published:  # no committed row points to it
             state.storage.remove(published)
@@ -258,7 +269,13 @@ def upload_result(job_id: str) -> Response:
         state.storage.discard(received)
     for unused in {upload.replaced, published} - {upload.path, None}:
         state.storage.remove(unused)  # the row's previous file, or ours when the bytes were there
-    return _upload_reply(upload, args, then)
+    return upload
+
+
+def index_upload(job_id: str, upload: jobs.Upload) -> None:
+    """Index a new transcript for search (never fails the upload)."""
+    search.on_upload(db.session, get_state().storage, job_id, upload,
+                     current_app.config["MAX_INDEXED_TRANSCRIPT_MB"] * 1024 * 1024)
 
 
 def _upload_reply(upload: jobs.Upload, args: _UploadArgs, then: jobs.NextClaim | None) -> Response:
@@ -266,13 +283,12 @@ def _upload_reply(upload: jobs.Upload, args: _UploadArgs, then: jobs.NextClaim |
     and (asked with `next=1` by the upload that completed the job) the worker's next job: the one
     its transaction claimed; for a repeated completion (a retry after a lost reply) the job the
     first reply handed over while its lease holds, else the one `then` claims now."""
-    search.on_upload(db.session, get_state().storage, request.view_args["job_id"], upload,
-                     current_app.config["MAX_INDEXED_TRANSCRIPT_MB"] * 1024 * 1024)  # search index
+    index_upload(request.view_args["job_id"], upload)
     body: dict[str, Any] = {"artifact": upload.artifact.to_dict(), "status": upload.status,
                             "repeated": upload.repeated}
     if args.claim_next and args.final and upload.status == "completed":
         if upload.next_tried:  # claimed in the upload's own transaction
-            body["next"] = None if upload.next is None else _claimed_body(upload.next)
+            body["next"] = None if upload.next is None else claimed_body(upload.next)
         else:
             body["next"] = _next_job(then, upload)
     return reply(body)
@@ -285,7 +301,7 @@ def _next_claim(args: _UploadArgs) -> jobs.NextClaim | None:
     if not (args.claim_next and args.final):
         return None
     state = get_state()
-    info = state.workers.info_of(_session_header())
+    info = state.workers.info_of(session_header())
     return None if info is None else jobs.NextClaim(info, state.policy)
 
 
@@ -298,13 +314,13 @@ def _next_job(then: jobs.NextClaim | None, upload: jobs.Upload) -> dict[str, Any
         handed = jobs.handed_over(db.session, request.view_args["job_id"], _lease_token()) \
             if upload.repeated else None
         if handed is not None:
-            return _claimed_body(handed)
+            return claimed_body(handed)
         if then is None:
             return None
         claimed = jobs.claim_next(db.session, then.worker, then.policy, events=get_state().events)
-        return None if claimed is None else _claimed_body(claimed)
+        return None if claimed is None else claimed_body(claimed)
     except SQLAlchemyError:
-        logger.exception("claim-on-complete for worker session %s failed; it will claim", _session_header())
+        logger.exception("claim-on-complete for worker session %s failed; it will claim", session_header())
         return None
 
 
@@ -312,7 +328,7 @@ def _publish_staged(job_id: str, args: _UploadArgs) -> Response:
     """An upload-result naming an object the worker put into the store (`key`, `upload_id`,
     `size`, X-Content-SHA256): verified, then published under the same fencing."""
     staged = direct.parse_staged(request.args, args.expected_sha256)
-    _touch()
+    touch()
     state, then = get_state(), _next_claim(args)
     upload = direct.publish(db.session, state.storage, job_id, _lease_token(), staged, name=args.name,
                             content_type=args.content_type, final=args.final,
@@ -347,7 +363,7 @@ def complete(job_id: str) -> Response:
     main = parse_label(body.get("main_artifact"), "main_artifact")
     detected = body.get("detected_language")
     detected = parse_language(detected, "detected_language", False) if detected else None
-    _touch()
+    touch()
     job = jobs.complete(db.session, job_id, _lease_token(), main, detected, events=get_state().events)
     return reply({"job_id": job_id, "status": job.status})
 
@@ -359,7 +375,7 @@ def fail(job_id: str) -> Response:
     """Record a failed attempt (requeue with backoff, or fail for good)."""
     require_job_id(job_id)
     report = parse_fail_report(read_json())
-    _touch()
+    touch()
     state = get_state()
     job = jobs.fail(db.session, job_id, _lease_token(), report.reason, report.retryable, state.policy,
                     events=state.events)
@@ -375,6 +391,6 @@ def fail(job_id: str) -> Response:
 def release(job_id: str) -> Response:
     """Give the job back to the queue now."""
     require_job_id(job_id)
-    _touch()
+    touch()
     job = jobs.release(db.session, job_id, _lease_token(), events=get_state().events)
     return reply({"job_id": job_id, "status": job.status})
