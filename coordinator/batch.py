@@ -39,8 +39,10 @@ class BatchRequest:
 
 
 def _entries(body: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
-    """A list of JSON objects (absent: empty), at most MAX_BATCH_JOBS."""
-    items = body.get(name) or []
+    """A list of JSON objects (absent: empty; null is not a list), at most MAX_BATCH_JOBS."""
+    if name not in body:
+        return []
+    items = body[name]
     if not isinstance(items, list) or len(items) > MAX_BATCH_JOBS \
             or not all(isinstance(item, dict) for item in items):
         raise ValidationFailed(f"{name} must be a list of at most {MAX_BATCH_JOBS} objects", field=name)
@@ -80,9 +82,9 @@ def _result(item: Mapping[str, Any], where: str) -> tuple[HeldResult, bytes]:
         raise ValidationFailed(f"{where}: data is larger than {MAX_BATCH_RESULT_BYTES} bytes (larger "
                                "results go to upload-result)", field="data")
     held = HeldResult(job_id=lease.job_id, lease_token=lease.lease_token,
-                      name=parse_label(item.get("name", "result"), "name"), data="", sha256=sha256,
+                      name=parse_label(item.get("name"), "name"), data="", sha256=sha256,
                       content_type=parse_content_type(content_type),
-                      detected_language=parse_language(detected, "detected_language", False) if detected else None)
+                      detected_language=None if detected is None else parse_language(detected, "detected_language", False))
     return held, raw
 
 
@@ -91,7 +93,8 @@ def parse_batch(body: Mapping[str, Any], session_header: str) -> BatchRequest:
     claim = body.get("claim", 0)
     if isinstance(claim, bool) or not isinstance(claim, int) or not 0 <= claim <= MAX_BATCH_JOBS:
         raise ValidationFailed(f"claim must be an integer from 0 to {MAX_BATCH_JOBS}", field="claim")
-    worker = parse_worker_info(body.get("worker"), session_header) if claim else None
+    worker = parse_worker_info(body.get("worker"), session_header) \
+        if claim or body.get("worker") is not None else None
     results = tuple(_result(item, f"results[{n}]") for n, item in enumerate(_entries(body, "results")))
     release = tuple(_lease(item, f"release[{n}]") for n, item in enumerate(_entries(body, "release")))
     ids = [held.job_id for held, _ in results] + [ref.job_id for ref in release]

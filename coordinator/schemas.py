@@ -243,10 +243,15 @@ CLAIM_REQUEST: Schema = {"type": "object", "properties": {
                             f"{MAX_CLAIM_WAIT_SECONDS:g} are used)"}}}
 _BATCH_TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
 _BATCH_DATA: Schema = {"type": "string", "contentEncoding": "base64",
-                       "maxLength": 4 * ((MAX_BATCH_RESULT_BYTES + 2) // 3)}
+                       "pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+                       "maxLength": 4 * (MAX_BATCH_RESULT_BYTES // 3),
+                       "description": f"at most {MAX_BATCH_RESULT_BYTES} bytes"}
 _LEASE_REF = dataclass_schema(LeaseRef, reply=False, job_id=JOB_ID, lease_token=_BATCH_TOKEN)
 _HELD = dataclass_schema(HeldResult, reply=False, job_id=JOB_ID, lease_token=_BATCH_TOKEN, name=LABEL,
-                         data=_BATCH_DATA, sha256=SHA256, detected_language=nullable(LANGUAGE))
+                         data=_BATCH_DATA, sha256=SHA256, detected_language=nullable(LANGUAGE),
+                         content_type={**_or_blank({"type": "string", "maxLength": v.MAX_CONTENT_TYPE,
+                                                    "pattern": v.MIME_PATTERN}, null=True),
+                                       "type": ["string", "null"]})
 
 
 def _batch_list(item: Schema, description: str) -> Schema:

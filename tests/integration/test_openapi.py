@@ -39,10 +39,12 @@ EXAMPLES = 50  # per operation and phase: the run stays within about a minute on
 # - a job's input (416): a Range past the end of the stored file, or several ranges at once.
 # - an edited summary (422): chapters in order (none starts before the previous one ends), and
 #   a body `language` (if any) that is the chosen summary's.
+# - a batch call (422): a job appears at most once across its results and releases.
 CROSS_FIELD_RULES = {("POST", "/jobs"): ("422",), ("POST", "/upload-async"): ("422",),
                      ("POST", "/jobs/{job_id}/upload-result"): ("400", "422"),
                      ("POST", "/jobs/{job_id}/redub"): ("422",),
                      ("PUT", "/jobs/{job_id}/summary"): ("422",),
+                     ("POST", "/jobs/batch"): ("422",),
                      ("GET", "/jobs/{job_id}/input"): ("416",)}
 
 # Checks left out: `allow_header_conformance`, because /jobs/next and /jobs/claim are also
