@@ -14,7 +14,7 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from shared.protocol import MAX_BATCH_JOBS, MAX_BATCH_RESULT_BYTES, HeldResult, LeaseRef, WorkerInfo
 
@@ -25,6 +25,7 @@ from .validation import parse_content_type, parse_label, parse_language, parse_s
 logger = logging.getLogger(__name__)
 
 MAX_TOKEN_CHARS = 200
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,22 @@ def parse_batch(body: Mapping[str, Any], session_header: str) -> BatchRequest:
     return BatchRequest(worker=worker, claim=claim, results=results, release=release)
 
 
-def outcome(job_id: str, call: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
-    """One entry of the reply: `call`'s fields, or the error a refusal would have answered alone
-    (`status_code` added). A database or server failure fails the whole call (503): the worker
-    repeats it, and what already committed answers as a repeat."""
+def attempt(call: Callable[[], T]) -> T | CoordinatorError:
+    """`call`'s value, or the refusal (4xx) it raised: that entry's answer. A database or server
+    failure fails the whole call (503): the worker repeats it, and what already committed
+    answers as a repeat."""
     try:
-        return {"job_id": job_id, **call()}
+        return call()
     except CoordinatorError as exc:
         if exc.status_code >= 500:
             raise
-        logger.info("job %s: batch entry refused (%s): %s", job_id, exc.error, exc.message)
-        return {"job_id": job_id, "status_code": exc.status_code, **exc.payload()}
+        return exc
+
+
+def entry(job_id: str, answer: Mapping[str, Any] | CoordinatorError) -> dict[str, Any]:
+    """One entry of the reply: the fields of a call's answer, or the error body that call alone
+    would have answered (`status_code` added)."""
+    if isinstance(answer, CoordinatorError):
+        logger.info("job %s: batch entry refused (%s): %s", job_id, answer.error, answer.message)
+        return {"job_id": job_id, "status_code": answer.status_code, **answer.payload()}
+    return {"job_id": job_id, **answer}

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Mapping
 from shared.files import make_folder
 from shared.protocol import is_valid_artifact_name
 
+from . import durability
 from .errors import BadRequest, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
@@ -40,20 +41,6 @@ class StoredFile:
 def is_job_id(value: str) -> bool:
     """True if `value` has the shape of a job id (uuid4 hex)."""
     return bool(_JOB_ID_RE.match(value or ""))
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (best effort where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -218,7 +205,7 @@ class Storage(Layout):
             with os.fdopen(fd, "wb") as out:
                 size, digest = _copy(stream, out, limit)
                 out.flush()
-                os.fsync(out.fileno())
+                durability.sync_file(out.fileno())
             check_upload(size, digest, expected_sha256, allow_empty)
         except BaseException:
             _unlink(Path(tmp_name))
@@ -229,7 +216,7 @@ class Storage(Layout):
         """Atomically rename a received temp file to `relpath` and make the rename durable."""
         target = self.resolve(relpath)
         os.replace(received.path, target)
-        _fsync_dir(target.parent)
+        durability.sync_rename(target)
         logger.debug("stored %s (%d bytes)", relpath, received.size)
         return StoredFile(relpath=relpath, size=received.size, sha256=received.sha256)
 

@@ -16,6 +16,7 @@ leases lapse and the reaper requeues them. Nothing completes twice: every comple
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import threading
@@ -26,6 +27,7 @@ from typing import Any, Callable
 from shared.protocol import MAX_BATCH_JOBS, MAX_BATCH_RESULT_BYTES, ClaimedJob, HeldResult, WorkerInfo
 from worker.client import error_for
 from worker.errors import CoordinatorError, CoordinatorUnavailable, LeaseLost
+from worker.transfer import read_small
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,19 @@ class Batcher:
         if not (self.enabled and short and len(outputs) == 1) or job.direct_upload:
             return False
         return os.stat(outputs[0].path).st_size <= MAX_BATCH_RESULT_BYTES
+
+    def hold_if_short(self, job: ClaimedJob, outputs: tuple, detected_language: str | None,
+                      short: bool) -> bool:
+        """Hold the job's result if it may wait for a batch call (`can_hold`); whether it did."""
+        if not self.can_hold(job, outputs, short):
+            return False
+        output = outputs[0]
+        data = read_small(output.path, MAX_BATCH_RESULT_BYTES + 1)
+        if data is None:  # it grew since
+            return False
+        self.hold(job, output.name, data, hashlib.sha256(data).hexdigest(), output.content_type,
+                  detected_language)
+        return True
 
     def hold(self, job: ClaimedJob, name: str, data: bytes, sha256: str, content_type: str,
              detected_language: str | None) -> None:

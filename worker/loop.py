@@ -13,7 +13,6 @@ the next jobs (`worker.batching`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import random
@@ -27,8 +26,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from shared.files import make_folder
-from shared.protocol import MAX_BATCH_RESULT_BYTES, MAX_CLAIM_WAIT_SECONDS, ClaimedJob, Stage, \
-    WorkerInfo, is_valid_artifact_name
+from shared.protocol import MAX_CLAIM_WAIT_SECONDS, ClaimedJob, Stage, WorkerInfo, \
+    is_valid_artifact_name
 from worker.batching import Batcher
 from worker.context import JobResult, OutputFile
 from worker.errors import (CoordinatorError, CoordinatorUnavailable, JobCancelled, JobFailed,
@@ -36,7 +35,7 @@ from worker.errors import (CoordinatorError, CoordinatorUnavailable, JobCancelle
 from worker.heartbeat import HeartbeatThread
 from worker.jobcontext import LiveJobContext
 from worker.pipelines import PipelineRegistry
-from worker.transfer import SMALL_TRANSFER, backoff_delay, read_small
+from worker.transfer import SMALL_TRANSFER, backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class Worker:
                     self.info.worker_id, self.info.session_id, ",".join(self.info.kinds),
                     burst, max_jobs)
         self._max_jobs = max_jobs
-        with self._signal_handlers(install_signals):
+        with self._signal_handlers(install_signals), self._batch_ends():
             while not self._stop.is_set():
                 if max_jobs is not None and self.jobs_done >= max_jobs:
                     logger.info("ran %d job(s): max-jobs reached", self.jobs_done)
@@ -143,13 +142,20 @@ class Worker:
                     break
                 if isinstance(got, ClaimedJob):
                     self._take(got)
-        if self.batch is not None:  # held results delivered, jobs claimed ahead given back
-            self.batch.give_back()
         handed = self._handed_over()
         if handed is not None:  # a stop came after the completing upload brought it
             self._take(handed)
         logger.info("worker %s stopped after %d job(s)", self.info.worker_id, self.jobs_done)
         return self.jobs_done
+
+    @contextlib.contextmanager
+    def _batch_ends(self) -> Iterator[None]:
+        """However the loop ends: held results delivered, jobs claimed ahead given back."""
+        try:
+            yield
+        finally:
+            if self.batch is not None:
+                self.batch.give_back()
 
     def _next_local(self) -> ClaimedJob | None:
         """A job claimed ahead; when none is left, the jobs the batch call that delivers the
@@ -327,16 +333,12 @@ class Worker:
 
     def _hold(self, ctx: LiveJobContext, result: JobResult) -> bool:
         """Hold a short job's only, small result for the next batch call (`worker.batching`)."""
+        if self.batch is None:
+            return False
         outputs = checked_outputs(result)
-        if self.batch is None or not self.batch.can_hold(ctx.job, outputs, not ctx.beat.launched):
-            return False
         ctx.check()
-        output = outputs[0]
-        data = read_small(output.path, MAX_BATCH_RESULT_BYTES + 1)
-        if data is None:  # it grew since
+        if not self.batch.hold_if_short(ctx.job, outputs, result.detected_language, not ctx.beat.launched):
             return False
-        self.batch.hold(ctx.job, output.name, data, hashlib.sha256(data).hexdigest(), output.content_type,
-                        result.detected_language)
         ctx.beat.stop()
         ctx.main_artifact = result.main
         return True

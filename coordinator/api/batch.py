@@ -2,27 +2,43 @@
 in one request (`coordinator.batch`)."""
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Any
 
 from flask import Response
 
-from shared.protocol import KeyKind, Routes
+from shared.protocol import HeldResult, KeyKind, Routes
 
-from .. import batch, jobs
+from .. import batch, durability, jobs
 from ..auth import require_key
+from ..errors import CoordinatorError
 from ..extensions import db
 from ..openapi import SESSION, documented
 from ..state import get_state
 from .common import read_json, reply
-from .worker import bp, claimed_body, index_upload, session_header, store_upload, touch
+from .worker import bp, claimed_body, index_upload, record_upload, session_header, stage_upload, touch
 
 
-def _deliver(held: Any, data: bytes) -> dict[str, Any]:
-    """Complete one job with its held result (a completing upload-result of these bytes)."""
-    upload = store_upload(held.job_id, held.lease_token, io.BytesIO(data), name=held.name,
-                          content_type=held.content_type, expected_sha256=held.sha256, final=True,
-                          detected_language=held.detected_language)
+def _deliver(results: tuple[tuple[HeldResult, bytes], ...]) -> list[dict[str, Any]]:
+    """Complete each job with its held result, as a completing upload-result of those bytes
+    would: every file is stored first and made durable together (`durability.deferred`), then
+    each job's fenced transaction points its row at its file."""
+    storage = get_state().storage
+    durable = contextlib.nullcontext() if storage.direct else durability.deferred(storage.root)
+    with durable:
+        staged = [batch.attempt(lambda h=held, d=data: stage_upload(
+            h.job_id, h.lease_token, io.BytesIO(d), name=h.name, content_type=h.content_type,
+            expected_sha256=h.sha256)) for held, data in results]
+    return [batch.entry(held.job_id, answer if isinstance(answer, CoordinatorError)
+                        else batch.attempt(lambda h=held, a=answer: _record(h, *a)))
+            for (held, _), answer in zip(results, staged)]
+
+
+def _record(held: HeldResult, info: Any, published: str) -> dict[str, Any]:
+    """The completing transaction of one staged result."""
+    upload = record_upload(held.job_id, held.lease_token, info, published, final=True,
+                           detected_language=held.detected_language)
     index_upload(held.job_id, upload)
     return {"status": upload.status, "artifact": upload.artifact.to_dict(), "repeated": upload.repeated}
 
@@ -45,8 +61,8 @@ def settle_batch() -> Response:
     last, so a job given back here is not claimed again by the same call."""
     req = batch.parse_batch(read_json(required=True), session_header())
     touch(req.worker)
-    results = [batch.outcome(held.job_id, lambda h=held, d=data: _deliver(h, d)) for held, data in req.results]
-    released = [batch.outcome(ref.job_id, lambda r=ref: _release(r)) for ref in req.release]
+    results = _deliver(req.results)
+    released = [batch.entry(ref.job_id, batch.attempt(lambda r=ref: _release(r))) for ref in req.release]
     claimed: list[dict[str, Any]] = []
     if req.worker is not None:
         state = get_state()

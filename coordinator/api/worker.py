@@ -246,7 +246,17 @@ def store_upload(job_id: str, token: str | None, stream: Any, *, name: str, cont
                  expected_sha256: str | None, final: bool, detected_language: str | None,
                  then: jobs.NextClaim | None = None) -> jobs.Upload:
     """Receive the bytes of an artifact of the lease's current run into local storage and record
-    them (see `upload_result`); the stored file a refused or repeated upload leaves is removed."""
+    them (see `upload_result`)."""
+    info, published = stage_upload(job_id, token, stream, name=name, content_type=content_type,
+                                   expected_sha256=expected_sha256)
+    return record_upload(job_id, token, info, published, final=final, detected_language=detected_language,
+                         then=then)
+
+
+def stage_upload(job_id: str, token: str | None, stream: Any, *, name: str, content_type: str,
+                 expected_sha256: str | None) -> tuple[ArtifactInfo, str]:
+    """Receive an artifact into a temp file and publish it under its own unique path, outside
+    any transaction (no row points to it yet); the artifact and that path."""
     state = get_state()
     run = jobs.lease_run(db.session, job_id, token, allow_completed=True).run_number
     if state.storage.direct:
@@ -254,19 +264,25 @@ def store_upload(job_id: str, token: str | None, stream: Any, *, name: str, cont
                                "then name the key here", field="key")
     received = state.storage.receive_artifact(job_id, run, stream, current_app.config["MAX_UPLOAD_BYTES"],
                                               expected_sha256)
-    info = ArtifactInfo(name=name, size=received.size, sha256=received.sha256, content_type=content_type,
-                        attempt=run)
-    published = None
-    try:  # published outside the write transaction (see above)
+    try:
         published = state.storage.publish_artifact(received, job_id, run, name).relpath
+    finally:
+        state.storage.discard(received)  # a no-op once renamed
+    return ArtifactInfo(name=name, size=received.size, sha256=received.sha256, content_type=content_type,
+                        attempt=run), published
+
+
+def record_upload(job_id: str, token: str | None, info: ArtifactInfo, published: str, *, final: bool,
+                  detected_language: str | None, then: jobs.NextClaim | None = None) -> jobs.Upload:
+    """The fenced transaction that points the artifact row at a staged file; the file a refused
+    or repeated upload leaves (or the row's previous one) is removed."""
+    state = get_state()
+    try:
         upload = jobs.add_artifact(db.session, job_id, token, info, lambda: published, final=final,
                                    detected_language=detected_language, events=state.events, then=then)
     except BaseException:
-        if published:  # no committed row points to it
-            state.storage.remove(published)
+        state.storage.remove(published)  # no committed row points to it
         raise
-    finally:
-        state.storage.discard(received)
     for unused in {upload.replaced, published} - {upload.path, None}:
         state.storage.remove(unused)  # the row's previous file, or ours when the bytes were there
     return upload
