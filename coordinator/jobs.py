@@ -29,7 +29,7 @@ from .leases import (CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TERMINAL,  #
 from .models import Artifact, Job
 from .notify import QueueEvents
 from .policy import QueuePolicy
-from .uploads import Upload, add_artifact, artifact_info  # noqa: F401
+from .uploads import Completion, Upload, add_artifact, artifact_info, complete_many  # noqa: F401
 from .validation import NewJob
 
 logger = logging.getLogger(__name__)

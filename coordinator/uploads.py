@@ -158,11 +158,18 @@ def _lean_upload(session: Session, job_id: str, token: str | None, info: Artifac
     with lean.of(session).transaction(session) as cursor:
         job = cursor.first(statements.leased_job_locked(),
                            {"p_id": job_id, "p_token": token, "p_statuses": [RUNNING]})
-        if job is None or job.cancel_requested or info.attempt != job.run_number or (final and job.callback_url):
+        if not _common_case(job, info, final):
             raise _NeedsSession()  # rolls the transaction back
         recorded = _record_upload(cursor, job_id, info, publish, final, detected_language, now)
         handed = _claim_within(cursor, then, now) if final and then is not None else None
     return job, recorded, handed
+
+
+def _common_case(job: lean.Record | None, info: ArtifactInfo, final: bool) -> bool:
+    """Whether an upload under this (locked) running job's lease is the common case: this run's,
+    no cancel requested, and no webhook delivery to commit with a completion."""
+    return job is not None and not job.cancel_requested and info.attempt == job.run_number \
+        and not (final and job.callback_url)
 
 
 def _session_upload(session: Session, job_id: str, token: str | None, info: ArtifactInfo,
@@ -192,3 +199,44 @@ def _session_upload(session: Session, job_id: str, token: str | None, info: Arti
         session.rollback()
         raise
     return job, recorded, handed
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A staged result that completes its job (a batch call's entry)."""
+
+    job_id: str
+    token: str
+    info: ArtifactInfo
+    path: str  # the published file
+    detected_language: str | None = None
+
+
+def complete_many(session: Session, items: list[Completion], events: QueueEvents | None = None,
+                  now: float | None = None) -> list[Upload | None]:
+    """Complete several jobs with their staged results in one transaction below the ORM (a batch
+    call): each job is fenced by its own lease, exactly as `add_artifact(final=True)` would in
+    its common case. None for an item that case does not cover (a refused lease, a repeat, a
+    cancel requested, a webhook to deliver): `add_artifact` answers it alone, after this."""
+    now = _now(now)
+    done: list[tuple[lean.Record, _Recorded] | None] = []
+    with lean.of(session).transaction(session) as cursor:
+        for item in items:
+            job = cursor.first(statements.leased_job_locked(),
+                               {"p_id": item.job_id, "p_token": item.token, "p_statuses": [RUNNING]})
+            if not _common_case(job, item.info, True):
+                done.append(None)
+                continue
+            done.append((job, _record_upload(cursor, item.job_id, item.info, lambda p=item.path: p, True,
+                                             item.detected_language, now)))
+    uploads: list[Upload | None] = []
+    for item, result in zip(items, done):
+        if result is None:
+            uploads.append(None)
+            continue
+        job, recorded = result
+        logger.info("job %s: completed by %s with %s", item.job_id, job.worker_id, item.info.name)
+        _events(events).job_changed(item.job_id)
+        _events(events).job_finished(item.job_id, job.callback_url, COMPLETED, job.kind)
+        uploads.append(Upload(COMPLETED, item.info, recorded.replaced, recorded.repeated, recorded.path))
+    return uploads

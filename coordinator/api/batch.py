@@ -17,28 +17,43 @@ from ..extensions import db
 from ..openapi import SESSION, documented
 from ..state import get_state
 from .common import read_json, reply
-from .worker import bp, claimed_body, index_upload, record_upload, session_header, stage_upload, touch
+from .worker import (bp, claimed_body, drop_unused, index_upload, record_upload, session_header, stage_upload,
+                     touch)
 
 
 def _deliver(results: tuple[tuple[HeldResult, bytes], ...]) -> list[dict[str, Any]]:
     """Complete each job with its held result, as a completing upload-result of those bytes
     would: every file is stored first and made durable together (`durability.deferred`), then
-    each job's fenced transaction points its row at its file."""
+    one transaction completes every job whose lease holds (`jobs.complete_many`, each fenced by
+    its own lease); any other (a refusal, a repeat, a cancel) is answered alone, as
+    upload-result answers it."""
     storage = get_state().storage
     durable = contextlib.nullcontext() if storage.direct else durability.deferred(storage.root)
     with durable:
-        staged = [batch.attempt(lambda h=held, d=data: stage_upload(
+        answers: list[Any] = [batch.attempt(lambda h=held, d=data: stage_upload(
             h.job_id, h.lease_token, io.BytesIO(d), name=h.name, content_type=h.content_type,
             expected_sha256=h.sha256)) for held, data in results]
-    return [batch.entry(held.job_id, answer if isinstance(answer, CoordinatorError)
-                        else batch.attempt(lambda h=held, a=answer: _record(h, *a)))
-            for (held, _), answer in zip(results, staged)]
+    ready = {n: jobs.Completion(held.job_id, held.lease_token, *answers[n], held.detected_language)
+             for n, (held, _) in enumerate(results) if not isinstance(answers[n], CoordinatorError)}
+    try:
+        done = jobs.complete_many(db.session, list(ready.values()), events=get_state().events) if ready else []
+    except BaseException:
+        for item in ready.values():
+            storage.remove(item.path)  # no committed row points to them
+        raise
+    for (n, item), upload in zip(ready.items(), done):
+        held = results[n][0]
+        if upload is None:  # answered alone, as upload-result would
+            answers[n] = batch.attempt(lambda h=held, i=item: _answer(h, record_upload(
+                h.job_id, h.lease_token, i.info, i.path, final=True, detected_language=h.detected_language)))
+        else:
+            drop_unused(upload, item.path)
+            answers[n] = _answer(held, upload)
+    return [batch.entry(held.job_id, answer) for (held, _), answer in zip(results, answers)]
 
 
-def _record(held: HeldResult, info: Any, published: str) -> dict[str, Any]:
-    """The completing transaction of one staged result."""
-    upload = record_upload(held.job_id, held.lease_token, info, published, final=True,
-                           detected_language=held.detected_language)
+def _answer(held: HeldResult, upload: Any) -> dict[str, Any]:
+    """A completed result's entry (its transcript indexed for search, as upload-result does)."""
     index_upload(held.job_id, upload)
     return {"status": upload.status, "artifact": upload.artifact.to_dict(), "repeated": upload.repeated}
 

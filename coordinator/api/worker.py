@@ -283,9 +283,15 @@ def record_upload(job_id: str, token: str | None, info: ArtifactInfo, published:
     except BaseException:
         state.storage.remove(published)  # no committed row points to it
         raise
-    for unused in {upload.replaced, published} - {upload.path, None}:
-        state.storage.remove(unused)  # the row's previous file, or ours when the bytes were there
+    drop_unused(upload, published)
     return upload
+
+
+def drop_unused(upload: jobs.Upload, published: str) -> None:
+    """Remove what a recorded upload left: the row's previous file, or ours when the stored
+    artifact already had these bytes."""
+    for unused in {upload.replaced, published} - {upload.path, None}:
+        get_state().storage.remove(unused)
 
 
 def index_upload(job_id: str, upload: jobs.Upload) -> None:
