@@ -118,3 +118,16 @@ def pg_app_factory(app_factory):
             db.session.remove()
             db.engine.dispose()
         _postgres(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def keyed_backend(request, app_factory, pg_app_factory):
+    """(app, client key, worker key) on each database."""
+    from coordinator.auth import create_key
+    from coordinator.extensions import db
+    from shared.protocol import KeyKind
+    app = app_factory() if request.param == "sqlite" else pg_app_factory()
+    with app.app_context():
+        keys = [create_key(db.session, KeyKind(kind), f"t-{kind}")[1] for kind in ("client", "worker")]
+        db.session.remove()
+    return app, *keys

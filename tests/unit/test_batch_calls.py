@@ -11,17 +11,11 @@ SESSION = "sess-batch"
 INFO = {"worker_id": "wb", "session_id": SESSION, "kinds": ["echo"]}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request, app_factory, pg_app_factory):
+@pytest.fixture
+def backend(keyed_backend):
     """(test client, client key, worker key) on each database."""
-    from coordinator.auth import create_key
-    from coordinator.extensions import db
-    from shared.protocol import KeyKind
-    app = app_factory() if request.param == "sqlite" else pg_app_factory()
-    with app.app_context():
-        keys = [create_key(db.session, KeyKind(kind), f"t-{kind}")[1] for kind in ("client", "worker")]
-        db.session.remove()
-    return app.test_client(), *keys
+    app, ckey, wkey = keyed_backend
+    return app.test_client(), ckey, wkey
 
 
 def _submit(client, key: str, data: bytes) -> str:

@@ -8,17 +8,10 @@ import sqlalchemy as sa
 SESSION = "sess-next"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request, app_factory, pg_app_factory):
+@pytest.fixture
+def backend(keyed_backend):
     """(app, client key, worker key) on each database."""
-    from coordinator.auth import create_key
-    from coordinator.extensions import db
-    from shared.protocol import KeyKind
-    app = app_factory() if request.param == "sqlite" else pg_app_factory()
-    with app.app_context():
-        keys = [create_key(db.session, KeyKind(kind), f"t-{kind}")[1] for kind in ("client", "worker")]
-        db.session.remove()
-    return app, *keys
+    return keyed_backend
 
 
 def _headers(key: str, token: str | None = None) -> dict[str, str]:
