@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
-import re
 import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit
 
-from shared.files import make_folder
-from shared.protocol import MAX_CLAIM_WAIT_SECONDS, ClaimedJob, Stage, WorkerInfo, \
-    is_valid_artifact_name
+from shared.protocol import MAX_CLAIM_WAIT_SECONDS, ClaimedJob, Stage, WorkerInfo
 from worker.batching import Batcher
 from worker.context import JobResult, OutputFile
 from worker.errors import (CoordinatorError, CoordinatorUnavailable, JobCancelled, JobFailed,
                            LeaseLost, PermanentJobError, ShutdownRequested)
 from worker.heartbeat import HeartbeatThread
 from worker.jobcontext import LiveJobContext
+from worker.jobfiles import checked_outputs, input_filename, make_job_folder, outputs_size, redub_bundle
 from worker.pipelines import PipelineRegistry
 from worker.transfer import SMALL_TRANSFER, backoff_delay
 
@@ -313,7 +309,7 @@ class Worker:
         """Download the input (and a dub's own subtitles), run the pipeline, deliver the outputs."""
         job, folder = ctx.job, ctx.work_dir
         make_job_folder(folder)
-        bundle = _redub_bundle(job)
+        bundle = redub_bundle(job)
         # Only a transfer is worth a log line: not an input that came inside the claim reply.
         ctx.stage(Stage.DOWNLOADING, quiet=job.input_inline is not None and bool(job.input_sha256)
                   and not job.subtitles_sha256 and not bundle)
@@ -420,22 +416,6 @@ def _log_end(ctx: LiveJobContext, outcome: str, seconds: float) -> None:
     logger.info("job %s: %s in %.1fs%s", ctx.job.job_id, outcome, seconds, main)
 
 
-def make_job_folder(folder: Path) -> None:
-    """Create a job's folder with one mkdir (the worker's own folder too, the first time).
-
-    An existing folder (the same attempt after a worker crash) is reused: downloads resume.
-    """
-    make_folder(folder)
-
-
-def _redub_bundle(job: ClaimedJob) -> str | None:
-    """The sha256 of a re-dub's copy of its parent's segment bundle (None: not a re-dub)."""
-    redub = (job.options or {}).get("redub")
-    if isinstance(redub, dict) and redub.get("bundle_sha256"):
-        return str(redub["bundle_sha256"])
-    return None
-
-
 def _lease_lost(job: ClaimedJob, exc: LeaseLost) -> str:
     """Log what really became of a job whose call got 409, and return that as the outcome."""
     outcome = exc.outcome()
@@ -451,27 +431,3 @@ def _lease_lost(job: ClaimedJob, exc: LeaseLost) -> str:
         logger.warning("job %s: lease lost (job now %s): %s; discarding the output", job.job_id,
                        exc.job_status or "unknown", exc)
     return outcome
-
-
-def checked_outputs(result: JobResult) -> tuple[OutputFile, ...]:
-    """The result's outputs, after checking names, files and that the main one is present."""
-    names = [o.name for o in result.outputs]
-    bad = [n for n in names if not is_valid_artifact_name(n)]
-    if bad or len(set(names)) != len(names) or result.main not in names:
-        raise ValueError(f"pipeline returned bad outputs {names} (main {result.main!r})")
-    missing = [str(o.path) for o in result.outputs if not Path(o.path).is_file()]
-    if missing:
-        raise FileNotFoundError(f"pipeline outputs missing on disk: {missing}")
-    return result.outputs
-
-
-def outputs_size(outputs: tuple[OutputFile, ...]) -> int:
-    """The total size of the outputs in bytes."""
-    return sum(os.stat(o.path).st_size for o in outputs)
-
-
-def input_filename(job: ClaimedJob) -> str:
-    """`input` plus a safe suffix from the input name or source URL (never the name itself)."""
-    name = job.input_name or (urlsplit(job.source_url).path if job.source_url else "")
-    suffix = Path(name).suffix.lower()
-    return "input" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,10}", suffix) else "")

@@ -18,7 +18,8 @@ from worker.echo import EchoPipeline
 from worker.errors import (Backoff, CoordinatorError, CoordinatorUnavailable, JobFailed,
                            LeaseLost, PermanentJobError)
 from worker.heartbeat import HeartbeatThread
-from worker.loop import Worker, input_filename
+from worker.jobfiles import input_filename
+from worker.loop import Worker
 from worker.pipelines import PipelineRegistry
 
 

@@ -12,7 +12,7 @@ import pytest
 from shared.protocol import ClaimedJob, HeartbeatReply
 from worker.errors import LeaseLost
 from worker.heartbeat import HeartbeatThread, RunnerPool
-from worker.loop import make_job_folder
+from worker.jobfiles import make_job_folder
 from worker.transfer import read_small
 
 
