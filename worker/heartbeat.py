@@ -245,7 +245,10 @@ class HeartbeatThread:
                 return
             self._launched = True
         if self._on_launch is not None:
-            self._on_launch()
+            try:
+                self._on_launch()
+            except Exception:  # the heartbeat itself must still start
+                logger.exception("job %s: on-launch hook failed", self.job.job_id)
         self._pool.run(self)
 
     def is_alive(self) -> bool:
