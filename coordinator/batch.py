@@ -1,10 +1,11 @@
 """Batch calls (POST /jobs/batch): a worker running a stream of short jobs delivers their small
 results, gives back jobs it will not start, and claims its next jobs, all in one request.
 
-Each result completes its own job in its own fenced transaction, exactly as a completing
-upload-result would (`jobs.add_artifact`): one result refused (a lost lease, a cancelled job)
-never touches the others, and a repeat of the whole call after a lost reply answers the same
-results (a completed job's identical upload is a repeat). The jobs claimed come from one
+Each result completes its own job under its own lease, exactly as a completing upload-result
+would: the common case of every result commits in one transaction (`jobs.complete_many`), any
+other is answered alone by `jobs.add_artifact`. One result refused (a lost lease, a cancelled
+job) never touches the others, and a repeat of the whole call after a lost reply answers the
+same results (a completed job's identical upload is a repeat). The jobs claimed come from one
 transaction (`jobs.claim_batch`). The reply lists what became of every result and release, in
 the order sent, plus the jobs claimed.
 """

@@ -17,7 +17,7 @@ from shared.protocol import (JOB_EVENT_FIELDS, MAX_BATCH_JOBS, MAX_BATCH_RESULT_
                              ArtifactInfo, ClaimedJob, FailReport, HeldResult, Heartbeat, HeartbeatReply,
                              JobKind, JobStatus, LeaseRef, SlotRequest, Stage, UploadSlot, WorkerInfo)
 
-from . import direct, search_query as sq, validation as v
+from . import batch, direct, search_query as sq, validation as v
 from .storage import _JOB_ID_RE  # the ids every view accepts (storage.is_job_id)
 
 Schema = dict[str, Any]
@@ -241,7 +241,7 @@ CLAIM_REQUEST: Schema = {"type": "object", "properties": {
     "wait": {**_range(*v.CLAIM_WAIT_RANGE, kind="number"), "default": 0,
              "description": "seconds to hold the request for a job (at most "
                             f"{MAX_CLAIM_WAIT_SECONDS:g} are used)"}}}
-_BATCH_TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
+_BATCH_TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": batch.MAX_TOKEN_CHARS}
 _BATCH_DATA: Schema = {"type": "string", "contentEncoding": "base64",
                        "pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
                        "maxLength": 4 * (MAX_BATCH_RESULT_BYTES // 3),

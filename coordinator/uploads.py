@@ -130,13 +130,18 @@ def add_artifact(session: Session, job_id: str, token: str | None, info: Artifac
         return done
     job, recorded, handed = done
     if final:
-        logger.info("job %s: completed by %s with %s", job_id, job.worker_id, info.name)
-        _events(events).job_changed(job_id)
-        _events(events).job_finished(job_id, job.callback_url, COMPLETED, job.kind)
+        _announce_completed(events, job, info)
         if handed is not None:
             _events(events).job_changed(handed.job["id"])
     return Upload(COMPLETED if final else job.status, info, recorded.replaced, recorded.repeated,
                   recorded.path, next_tried=final and then is not None, next=handed)
+
+
+def _announce_completed(events: QueueEvents | None, job: lean.Record, info: ArtifactInfo) -> None:
+    """Log a committed completion and fire its events."""
+    logger.info("job %s: completed by %s with %s", job.id, job.worker_id, info.name)
+    _events(events).job_changed(job.id)
+    _events(events).job_finished(job.id, job.callback_url, COMPLETED, job.kind)
 
 
 class _NeedsSession(Exception):
@@ -235,8 +240,6 @@ def complete_many(session: Session, items: list[Completion], events: QueueEvents
             uploads.append(None)
             continue
         job, recorded = result
-        logger.info("job %s: completed by %s with %s", item.job_id, job.worker_id, item.info.name)
-        _events(events).job_changed(item.job_id)
-        _events(events).job_finished(item.job_id, job.callback_url, COMPLETED, job.kind)
+        _announce_completed(events, job, item.info)
         uploads.append(Upload(COMPLETED, item.info, recorded.replaced, recorded.repeated, recorded.path))
     return uploads

@@ -92,11 +92,11 @@ class Batcher:
         with self._lock:
             self._held.append((job, held))
 
-    def flush(self, claim: int, worker: WorkerInfo | None) -> int:
-        """Deliver the held results and claim up to `claim` jobs ahead; the number claimed. An
-        unreachable coordinator keeps the results held for the next try."""
+    def flush(self, claim: int, worker: WorkerInfo | None) -> None:
+        """Deliver the held results and claim up to `claim` jobs ahead. An unreachable
+        coordinator keeps the results held for the next try."""
         with self._lock:
-            return self._call(claim if self.enabled else 0, worker, release=False)
+            self._call(claim if self.enabled else 0, worker, release=False)
 
     def give_back(self) -> None:
         """Deliver the held results and give the jobs claimed ahead back to the queue (a job
@@ -110,19 +110,19 @@ class Batcher:
         if self._held or self._ahead:
             threading.Thread(target=self.give_back, name="batch-give-back", daemon=True).start()
 
-    def _call(self, claim: int, worker: WorkerInfo | None, release: bool) -> int:
+    def _call(self, claim: int, worker: WorkerInfo | None, release: bool) -> None:
         """One batch call (the lock is held)."""
         held, ahead = list(self._held), list(self._ahead) if release else []
         if not (held or ahead or claim):
-            return 0
+            return
         try:
             reply = self.client.batch([h for _, h in held], ahead, claim, worker)
         except CoordinatorUnavailable as exc:
             logger.warning("batch call failed (%d result(s) kept for the next try): %s", len(held), exc)
-            return 0
+            return
         except CoordinatorError as exc:
             self._refused(exc)
-            return 0
+            return
         self._held.clear()
         if release:
             self._ahead.clear()
@@ -132,7 +132,6 @@ class Batcher:
         self._ahead.extend(jobs)
         if held or jobs:
             logger.debug("batch call: %d result(s), %d released, %d claimed", len(held), len(ahead), len(jobs))
-        return len(jobs)
 
     def _settled(self, held: list[tuple[ClaimedJob, HeldResult]], entries: Any) -> None:
         """Log and report what became of each held result."""

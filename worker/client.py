@@ -14,7 +14,7 @@ import requests
 
 from shared.protocol import (API_KEY_HEADER, LEASE_HEADER, MAX_CLAIM_WAIT_SECONDS,
                              SHA256_HEADER, WORKER_SESSION_HEADER, ArtifactInfo, ClaimedJob,
-                             FailReport, Heartbeat, HeartbeatReply, HeldResult, Routes, SlotRequest,
+                             FailReport, Heartbeat, HeartbeatReply, HeldResult, LeaseRef, Routes, SlotRequest,
                              UploadSlot, WorkerInfo)
 from worker.errors import (Backoff, CoordinatorError, CoordinatorUnavailable, JobFailed,
                            LeaseLost, PermanentJobError, WorkerError)
@@ -197,8 +197,7 @@ class CoordinatorClient:
         `claim` more; retried while the coordinator is unreachable (repeating it is safe: what
         committed answers as a repeat). The JSON reply (results, released, jobs)."""
         body: dict[str, Any] = {"results": [held.to_dict() for held in results], "claim": claim,
-                                "release": [{"job_id": job.job_id, "lease_token": job.lease_token}
-                                            for job in release]}
+                                "release": [LeaseRef(job.job_id, job.lease_token).to_dict() for job in release]}
         if claim and worker is not None:
             body["worker"] = worker.to_dict()
         for attempt in range(self.attempts):
