@@ -77,7 +77,8 @@ class StatusPoller(threading.Thread):
         if not lat:
             return {}
         return {"poll_p50_ms": round(statistics.median(lat) * 1000, 2),
-                "poll_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2)}
+                "poll_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
+                "poll_latencies_ms": [round(x * 1000, 2) for x in self.latencies]}
 
 
 def dubfleet_throughput(tmp: Path, jobs: int, root: Path | None = None, batch: int = 1) -> dict:
@@ -129,7 +130,8 @@ def throughput(tmp: Path, rounds: int, jobs: int, before: Path | None) -> dict:
     for r in range(rounds):
         for name, run in systems.items():
             result = run(tmp / f"tp-{name}-{r}")
-            click.echo(f"throughput round {r + 1}: {name}: {result}")
+            shown = {k: v for k, v in result.items() if k != "poll_latencies_ms"}
+            click.echo(f"throughput round {r + 1}: {name}: {shown}")
             runs[name].append(result)
     return {name: _median_rate(results) for name, results in runs.items()}
 
@@ -140,6 +142,10 @@ def _median_rate(results: list[dict]) -> dict:
         return {"skipped": results[0].get("skipped", "no result")}
     polls = sorted(r["poll_p99_ms"] for r in results if "poll_p99_ms" in r)
     extra = {"poll_p99_ms_rounds": polls} if polls else {}
+    pooled = sorted(x for r in results for x in r.get("poll_latencies_ms", ()))
+    if pooled:  # one run has a few dozen polls: its p99 is its slowest; the rounds together, more
+        extra.update(polls_pooled=len(pooled), poll_p50_ms_pooled=pooled[len(pooled) // 2],
+                     poll_p99_ms_pooled=pooled[min(len(pooled) - 1, int(len(pooled) * 0.99))])
     return {"jobs_per_s": round(statistics.median(rates), 1), "rounds": rates, **extra}
 
 
@@ -184,30 +190,39 @@ def _dubfleet_targets(coord: Coordinator) -> list[httpload.Target]:
 
 
 def endpoints(tmp: Path, rounds: int, seconds: float, before: Path | None) -> dict:
-    """Interleaved rounds over hello world and every dubfleet target; medians."""
+    """Interleaved rounds over every dubfleet target, each run between two runs of hello world:
+    a target's ratio is its rate over the mean of the hello-world runs right before and after it
+    (this machine's speed drifts within a round); medians over the rounds."""
     hello, hello_url = _hello_server()
     servers = {"": Coordinator(tmp / "ep", env=BENCH_ENV, threads=SERVER_THREADS).start()}
     if before:
         servers["before_"] = Coordinator(tmp / "ep-before", env={**BENCH_ENV, **_code_env(before)},
                                          threads=SERVER_THREADS).start()
+    hello_target = httpload.Target("hello", "GET", "/")
     try:
-        plan = [("hello_world", hello_url, httpload.Target("hello", "GET", "/"))]
-        for prefix, coord in servers.items():
-            plan += [(prefix + t.name, coord.url, t) for t in _dubfleet_targets(coord)]
-        runs: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
+        plan = [(prefix + t.name, coord.url, t) for prefix, coord in servers.items()
+                for t in _dubfleet_targets(coord)]
+        runs: dict[str, list[dict]] = {name: [] for name in ["hello_world"] + [name for name, _, _ in plan]}
         for r in range(rounds):
+            floor = httpload.run(hello_url, hello_target, seconds=seconds)
+            runs["hello_world"].append({**floor, "x_hello": 1.0})
             for name, url, target in plan:
-                runs[name].append(httpload.run(url, target, seconds=seconds))
-                click.echo(f"endpoints round {r + 1}: {name}: {runs[name][-1]}")
+                figures = httpload.run(url, target, seconds=seconds)
+                after = httpload.run(hello_url, hello_target, seconds=seconds)
+                runs["hello_world"].append({**after, "x_hello": 1.0})
+                figures["x_hello"] = round(figures["rps"] / (((floor["rps"] + after["rps"]) / 2) or 1), 3)
+                runs[name].append(figures)
+                click.echo(f"endpoints round {r + 1}: {name}: {figures} (hello world {floor['rps']}, "
+                           f"{after['rps']} req/s)")
+                floor = after
     finally:
         hello.terminate()
         hello.wait(10)
         for coord in servers.values():
             coord.stop()
     out = {name: httpload.median_of(results) for name, results in runs.items()}
-    floor = out["hello_world"]["rps"] or 1
-    for figures in out.values():
-        figures["x_hello"] = round((figures["rps"] or 0) / floor, 2)
+    for name, results in runs.items():
+        out[name]["x_hello_rounds"] = [r["x_hello"] for r in results]
     return out
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql import ClauseElement
 
 from .extensions import db
+from .keptconn import KeptConnections
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class _Prepared:
     """One statement compiled for one dialect: SQL text, parameter order, processors."""
 
     __slots__ = ("statement", "sql", "compiled", "order", "binds", "expanding", "forms", "dialect",
-                 "columns", "fields", "results")
+                 "columns", "fields", "results", "processed")
 
     def __init__(self, statement: ClauseElement, engine: Engine):
         dialect = engine.dialect
@@ -63,6 +64,7 @@ class _Prepared:
         self.columns = getattr(compiled, "_result_columns", None) or []
         self.fields = tuple(column[0] for column in self.columns)
         self.results: tuple | None = None  # made from the first result's cursor.description
+        self.processed: tuple[tuple[str, Callable], ...] = ()  # the columns that have a processor
 
     def bound(self, params: Mapping[str, Any]) -> tuple[str, Any]:
         """The SQL text and DBAPI parameters for `params` (literal values, IN lists and bind
@@ -94,14 +96,20 @@ class _Prepared:
     def processors(self, description: Sequence[Sequence[Any]]) -> tuple:
         """The result processors (JSON, booleans, PostgreSQL numerics by their type codes)."""
         if self.results is None:
-            self.results = tuple(column[3]._cached_result_processor(self.dialect, described[1])
-                                 for column, described in zip(self.columns, description))
+            results = tuple(column[3]._cached_result_processor(self.dialect, described[1])
+                            for column, described in zip(self.columns, description))
+            self.processed = tuple((name, process) for name, process in zip(self.fields, results) if process)
+            self.results = results
         return self.results
 
-    def record(self, row: Sequence[Any], results: tuple) -> Record:
-        """A Record of one fetched row, with the result processors applied."""
-        return Record((name, process(value) if process and value is not None else value)
-                      for name, process, value in zip(self.fields, results, row))
+    def record(self, row: Sequence[Any]) -> Record:
+        """A Record of one fetched row, with the result processors applied (`processors` ran)."""
+        record = Record(zip(self.fields, row))
+        for name, process in self.processed:  # most columns have none: a row is one dict build
+            value = record[name]
+            if value is not None:
+                record[name] = process(value)
+        return record
 
 
 class LeanCursor:
@@ -119,8 +127,10 @@ class LeanCursor:
         """Execute `statement` with `params`; the prepared form reads the rows back."""
         prepared = self._lean.prepare(statement)
         sql, values = prepared.bound(params)
-        with self._lean.translated(sql, values):
+        try:
             self._cursor.execute(sql, values)
+        except self._lean.dbapi_error as exc:
+            raise self._lean.error(sql, values, exc) from exc
         return prepared
 
     def first(self, statement: ClauseElement, params: Mapping[str, Any]) -> Record | None:
@@ -131,12 +141,17 @@ class LeanCursor:
     def all(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[Record]:
         """Every row as a Record."""
         prepared = self.execute(statement, params)
-        if self._cursor.description is None:  # a write without RETURNING: no rows to read
+        cursor = self._cursor
+        if cursor.description is None:  # a write without RETURNING: no rows to read
             return []
-        with self._lean.translated(prepared.sql, params):
-            rows = self._cursor.fetchall()
-        results = prepared.processors(self._cursor.description) if rows else ()
-        return [prepared.record(row, results) for row in rows]
+        try:
+            rows = cursor.fetchall()
+        except self._lean.dbapi_error as exc:
+            raise self._lean.error(prepared.sql, params, exc) from exc
+        if not rows:
+            return []
+        prepared.processors(cursor.description)
+        return [prepared.record(row) for row in rows]
 
     def scalar(self, statement: ClauseElement, params: Mapping[str, Any]) -> Any:
         """The first column of the first row (None when there is none)."""
@@ -153,6 +168,7 @@ class Lean:
         self.dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._prepared: dict[int, _Prepared] = {}
         self._lock = threading.Lock()
+        self.kept = KeptConnections(engine) if self.sqlite else None  # its single statements' connections
 
     def prepare(self, statement: ClauseElement) -> _Prepared:
         """The statement compiled for this engine (once; statements are long-lived objects)."""
@@ -163,11 +179,10 @@ class Lean:
                 self._prepared[id(statement)] = prepared
         return prepared
 
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[LeanCursor]:
-        """A block of reads (SQLite: each statement on its own snapshot, without any lock)."""
-        with self._cursor(commit=False) as cursor:
-            yield cursor
+    def reading(self) -> "_Block":
+        """A block of reads (SQLite: each statement on its own snapshot, without any lock, on
+        this thread's kept connection)."""
+        return _Block(self, commit=False)
 
     @contextlib.contextmanager
     def transaction(self, session: Session | scoped_session | None) -> Iterator[LeanCursor]:
@@ -176,7 +191,7 @@ class Lean:
         the write lock; it commits when the block ends and rolls back when it raises. A
         transaction `session` has open is committed first (see `write_one`)."""
         _end_open_transaction(session)
-        with self._cursor(commit=True) as cursor:
+        with _Block(self, commit=True, pooled=True) as cursor:
             if self.sqlite:
                 cursor.execute(_BEGIN_IMMEDIATE, {})
             yield cursor
@@ -191,40 +206,71 @@ class Lean:
         open is committed first, as an ORM write in it would have done: on SQLite it would hold
         the write lock this statement waits for."""
         _end_open_transaction(session)
-        with self._cursor(commit=not self.sqlite) as cursor:
+        with _Block(self, commit=not self.sqlite) as cursor:  # SQLite: this thread's kept connection
             return cursor.all(statement, params)  # stepping to the end finishes the statement
 
-    @contextlib.contextmanager
-    def translated(self, sql: str | None, params: Any) -> Iterator[None]:
-        """Raise the driver's errors as SQLAlchemy's (OperationalError, IntegrityError, ...), as
-        the ORM would: the error handlers (a busy database is 503) and callers see one kind."""
-        try:
-            yield
-        except self.dbapi_error as exc:
-            raise sa_exc.DBAPIError.instance(sql, params, exc, self.dbapi_error,
-                                             dialect=self.engine.dialect) from exc
+    def error(self, sql: str | None, params: Any, exc: Exception) -> sa_exc.DBAPIError:
+        """The driver's error `exc` as SQLAlchemy's (OperationalError, IntegrityError, ...), as
+        the ORM would raise it: the error handlers (a busy database is 503) and callers see one
+        kind."""
+        return sa_exc.DBAPIError.instance(sql, params, exc, self.dbapi_error, dialect=self.engine.dialect)
 
-    @contextlib.contextmanager
-    def _cursor(self, commit: bool) -> Iterator[LeanCursor]:
-        """A pooled connection's cursor; the transaction ends with the block (commit, or roll
-        back), and the connection goes back to the pool."""
-        with self.translated(None, None):
-            connection = self.engine.raw_connection()
-            cursor = connection.cursor()
+class _Block:
+    """A block of statements on one connection's cursor (a class, not a generator: it runs on
+    every hot request). SQLite's single statements (`commit` False, not `pooled`) run on the
+    thread's kept connection (`coordinator.keptconn`); anything else on a pooled connection,
+    whose transaction ends with the block (commit, or roll back after an error) before it goes
+    back to the pool."""
+
+    __slots__ = ("lean", "commit", "kept", "connection", "cursor")
+
+    def __init__(self, lean: Lean, commit: bool, pooled: bool = False):
+        self.lean, self.commit = lean, commit
+        self.kept = lean.kept if lean.kept is not None and not commit and not pooled else None
+        self.connection = self.cursor = None
+
+    def __enter__(self) -> LeanCursor:
+        lean = self.lean
         try:
-            yield LeanCursor(self, cursor)
-            with self.translated("COMMIT" if commit else "ROLLBACK", None):
-                if commit:
-                    connection.commit()
-                elif not self.sqlite:
-                    connection.rollback()
-        except BaseException:
-            with contextlib.suppress(self.dbapi_error):  # the first error is the one to see
-                connection.rollback()
-            raise
+            self.connection = lean.engine.raw_connection() if self.kept is None else self.kept.connection()
+            self.cursor = self.connection.cursor()
+        except lean.dbapi_error as exc:
+            if self.connection is not None:
+                self._failed(exc)
+                if self.kept is None:
+                    self.connection.close()
+            raise lean.error(None, None, exc) from exc
+        return LeanCursor(lean, self.cursor)
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if kind is None:
+                self._end(self.lean, self.connection)
+            else:
+                self._failed(exc)
         finally:
-            cursor.close()
-            connection.close()  # back to the pool
+            if self.cursor is not None:
+                self.cursor.close()
+            if self.kept is None:
+                self.connection.close()  # back to the pool
+
+    def _failed(self, exc: BaseException | None) -> None:
+        if self.kept is not None:
+            self.kept.failed(self.connection, exc)
+            return
+        with contextlib.suppress(self.lean.dbapi_error):  # the first error is the one to see
+            self.connection.rollback()
+
+    def _end(self, lean: Lean, connection: Any) -> None:
+        """Commit (a writing block) or end the read (PostgreSQL's implicit transaction)."""
+        try:
+            if self.commit:
+                connection.commit()
+            elif not lean.sqlite:
+                connection.rollback()
+        except lean.dbapi_error as exc:
+            self._failed(exc)
+            raise lean.error("COMMIT" if self.commit else "ROLLBACK", None, exc) from exc
 
 
 def joined(session: Session | scoped_session) -> LeanCursor:

@@ -27,14 +27,14 @@ def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
 
 
+_JOB_PATH = Routes.JOB.replace("<job_id>", "{}")
+_LINKS = {"self": _JOB_PATH, "download": Routes.JOB_DOWNLOAD.replace("<job_id>", "{}"),
+          "cancel": _JOB_PATH, "retry": Routes.JOB_RETRY.replace("<job_id>", "{}")}
+
+
 def job_links(job_id: str) -> dict[str, str]:
     """Paths of the job's client endpoints."""
-    return {
-        "self": Routes.fill(Routes.JOB, job_id=job_id),
-        "download": Routes.fill(Routes.JOB_DOWNLOAD, job_id=job_id),
-        "cancel": Routes.fill(Routes.JOB, job_id=job_id),
-        "retry": Routes.fill(Routes.JOB_RETRY, job_id=job_id),
-    }
+    return {name: path.format(job_id) for name, path in _LINKS.items()}
 
 
 def artifact_view(artifact: Artifact) -> dict[str, Any]:
@@ -71,28 +71,42 @@ def view_context(session: Session, page: Sequence[Job]) -> ViewContext:
                        workers=get_state().workers.online(session, window) if queued else [])
 
 
-def job_view(session: Session, job: Job, context: ViewContext | None = None) -> dict[str, Any]:
-    """The full client view of a job (GET /jobs/<id>); `context` is shared across a page."""
+class _Fields:
+    """A Job's attributes read as a mapping (job views read records and Jobs alike)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self.job, name)
+
+
+# Job view keys copied from the row as they are.
+_PLAIN = ("kind", "status", "stage", "progress", "message", "eta_seconds", "attempts", "max_attempts",
+          "worker_id", "source_language", "target_language", "detected_language", "priority",
+          "asr_model", "source_url", "input_name", "input_size", "error", "main_artifact",
+          "parent_job_id")  # parent_job_id: a re-dub's parent (coordinator.redub)
+def job_view(session: Session, job: Job | Mapping[str, Any], context: ViewContext | None = None) -> dict[str, Any]:
+    """The full client view of a job (GET /jobs/<id>) from a Job or a job record (the hot path
+    reads records, `queries.job_row`); `context` is shared across a page."""
     context = context or view_context(session, [job])
-    view: dict[str, Any] = {
-        "job_id": job.id, "kind": job.kind, "status": job.status, "stage": job.stage,
-        "progress": job.progress, "message": job.message, "eta_seconds": job.eta_seconds,
-        "queue_position": context.positions.get(job.id), "attempts": job.attempts,
-        "max_attempts": job.max_attempts, "worker_id": job.worker_id,
-        "source_language": job.source_language, "target_language": job.target_language,
-        "detected_language": job.detected_language, "priority": job.priority,
-        "options": job.options or {}, "asr_model": job.asr_model, "source_url": job.source_url,
-        "input_name": job.input_name, "input_size": job.input_size, "error": job.error,
-        "cancel_requested": bool(job.cancel_requested), "main_artifact": job.main_artifact,
-        "subtitles": subtitles_view(job),
-        "parent_job_id": job.parent_job_id,  # a re-dub's parent (coordinator.redub)
-    }
+    fields = job if isinstance(job, Mapping) else _Fields(job)
+    job_id = fields["id"]
+    view: dict[str, Any] = {"job_id": job_id}
+    view.update({name: fields[name] for name in _PLAIN})
+    view["queue_position"] = context.positions.get(job_id)
+    view["options"] = fields["options"] or {}
+    view["cancel_requested"] = bool(fields["cancel_requested"])
+    view["subtitles"] = subtitles_view(job) if fields["subtitles_sha256"] else None
     for name in _TIMES:
-        view[name] = getattr(job, name)
-        view[f"{name}_iso"] = iso(getattr(job, name))
-    view["artifacts"] = [artifact_view(a) for a in context.artifacts.get(job.id, [])]
-    view["links"] = job_links(job.id)
-    view["waiting_for"] = waiting_for(job, context.workers) if job.status == "queued" else None
+        value = fields[name]
+        view[name] = value
+        view[f"{name}_iso"] = iso(value)
+    view["artifacts"] = [artifact_view(a) for a in context.artifacts.get(job_id, ())]
+    view["links"] = job_links(job_id)
+    view["waiting_for"] = waiting_for(job, context.workers) if fields["status"] == "queued" else None
     return view
 
 

@@ -6,7 +6,8 @@ import json
 from urllib.parse import quote
 from typing import Any, Callable
 
-from flask import Response, jsonify, request, send_file
+from flask import Response, request, send_file
+from flask.json.provider import DefaultJSONProvider
 
 from shared.protocol import SHA256_HEADER
 
@@ -61,11 +62,14 @@ def end_read() -> None:
         db.session.rollback()
 
 
+# The JSON Flask's jsonify writes here (compact, ASCII, its `default` for dates, dataclasses and
+# UUIDs), without the provider's per-call set-up: every hot reply is one of these.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=DefaultJSONProvider.default)
+
+
 def reply(payload: dict[str, Any], status: int = 200) -> Response:
     """A JSON response."""
-    response = jsonify(payload)
-    response.status_code = status
-    return response
+    return Response(_ENCODER.encode(payload) + "\n", status=status, mimetype="application/json")
 
 
 def no_content(retry_after: int | None = None) -> Response:

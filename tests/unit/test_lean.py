@@ -147,10 +147,8 @@ def test_driver_errors_are_raised_as_sqlalchemys(session):
     and callers that catch SQLAlchemyError (claim-on-complete) still catch them."""
     engine_lean = lean.of(session)
     driver_error = engine_lean.dbapi_error
-    with pytest.raises(sa.exc.DBAPIError) as raised:
-        with engine_lean.translated("SELECT 1", None):
-            raise driver_error("database is locked")
-    assert isinstance(raised.value, sa.exc.SQLAlchemyError) and raised.value.orig.args == ("database is locked",)
+    translated = engine_lean.error("SELECT 1", None, driver_error("database is locked"))
+    assert isinstance(translated, sa.exc.DBAPIError) and translated.orig.args == ("database is locked",)
     with pytest.raises(sa.exc.DBAPIError):  # SQLite: OperationalError, PostgreSQL: ProgrammingError
         with engine_lean.reading() as cursor:
             cursor.execute(sa.text("SELECT * FROM no_such_table"), {})
