@@ -121,8 +121,15 @@ class Metrics:
         return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)
 
 
+# Methods counted under their own name; any other token a client sends is "other", so no
+# client can add series to the exposition (or entries to the children below) at will.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def install_http_timing(app: Flask, metrics: Metrics) -> None:
-    """Time every request by route template (bounded label values) and status."""
+    """Time every request by method, route template and status (all bounded label values)."""
+    children: dict[tuple[str, str, int], Any] = {}  # the histogram's children, found once each
+
     @app.before_request
     def _start() -> None:
         g.metrics_started = time.perf_counter()
@@ -131,7 +138,11 @@ def install_http_timing(app: Flask, metrics: Metrics) -> None:
     def _stop(response: Any) -> Any:
         started = g.pop("metrics_started", None)
         if started is not None:
-            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            metrics.http_seconds.labels(request.method, route, str(response.status_code)).observe(
-                time.perf_counter() - started)
+            method, rule = request.method, request.url_rule
+            key = (method if method in HTTP_METHODS else "other",
+                   rule.rule if rule is not None else "unmatched", response.status_code)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = metrics.http_seconds.labels(key[0], key[1], str(key[2]))
+            child.observe(time.perf_counter() - started)
         return response

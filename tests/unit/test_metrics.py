@@ -70,3 +70,16 @@ def test_reaper_outcomes_are_counted(app_factory):
     assert 'dubfleet_lease_expiries_total{outcome="requeued"} 2.0' in text
     assert 'dubfleet_lease_expiries_total{outcome="unstarted"} 1.0' in text
     assert 'outcome="failed"' not in text
+
+
+def test_request_timings_have_bounded_labels_whatever_the_method(client, make_key):
+    """A client inventing methods gets its 405s counted under "other", never a series per token."""
+    admin = make_key("admin")
+    for n in range(20):
+        assert client.open("/health", method=f"BREW{n}").status_code == 405
+    for _ in range(3):
+        client.get("/health")
+    m = _samples(client.get("/metrics", headers={"X-API-Key": admin}).get_data(as_text=True))
+    timed = {dict(labels)["method"]: value for (name, labels), value in m.items()
+             if name == "dubfleet_http_request_duration_seconds_count" and dict(labels)["route"] in ("/health", "unmatched")}
+    assert timed == {"other": 20, "GET": 3}
