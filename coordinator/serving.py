@@ -48,10 +48,11 @@ LOOP_TIMEOUT = 0.25
 # Seconds between maintenance passes (idle channels, header timeouts).
 MAINTENANCE_INTERVAL = 1
 # File descriptors: two per connection (its socket, and the temp file a request body over
-# 512 KiB spills to while it is received), a few per request thread (database connection, upload
-# temp file), and a reserve for everything else (listening socket, database, logs).
+# 512 KiB spills to while it is received), a few per request thread (a pooled database
+# connection, on SQLite the thread's kept one with its WAL file, an upload temp file), and a
+# reserve for everything else (listening socket, database, logs).
 FDS_PER_CONNECTION = 2
-FDS_PER_THREAD = 3
+FDS_PER_THREAD = 5
 FD_RESERVE = 256
 RETRY_AFTER_SECONDS = 5
 # Seconds to wait for the reaper thread and for pending callbacks at exit.
