@@ -51,7 +51,7 @@ class KeptConnections:
         connection itself is unusable (closed, or the driver refuses it), drop it."""
         with contextlib.suppress(Exception):
             connection.rollback()  # autocommit: a no-op unless a statement opened a transaction
-        if isinstance(exc, self._broken):
+        if isinstance(getattr(exc, "orig", exc), self._broken):  # the driver's, or SQLAlchemy's wrapping it
             self._forget(connection)
 
     def close_all(self, *_: Any) -> None:

@@ -215,6 +215,7 @@ class Lean:
         kind."""
         return sa_exc.DBAPIError.instance(sql, params, exc, self.dbapi_error, dialect=self.engine.dialect)
 
+
 class _Block:
     """A block of statements on one connection's cursor (a class, not a generator: it runs on
     every hot request). SQLite's single statements (`commit` False, not `pooled`) run on the
@@ -249,10 +250,12 @@ class _Block:
             else:
                 self._failed(exc)
         finally:
-            if self.cursor is not None:
-                self.cursor.close()
             if self.kept is None:
+                self.cursor.close()
                 self.connection.close()  # back to the pool
+            else:
+                with contextlib.suppress(self.lean.dbapi_error):  # its connection may be closed now
+                    self.cursor.close()
 
     def _failed(self, exc: BaseException | None) -> None:
         if self.kept is not None:

@@ -100,6 +100,11 @@ def test_dispose_closes_them_and_a_closed_one_is_replaced(session):
     with pytest.raises(sa.exc.DBAPIError):
         _read(store)
     assert _read(store) == 1 and store.kept.count() == 1
+    with pytest.raises(sa.exc.DBAPIError):  # closed inside a block: the statement's error is SQLAlchemy's
+        with store.reading() as cursor:
+            store.kept.connection().close()
+            cursor.scalar(_COUNT, {})
+    assert _read(store) == 1 and store.kept.count() == 1
 
 
 def test_a_failed_statement_leaves_the_connection_usable_and_outside_any_transaction(session):
