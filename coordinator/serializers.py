@@ -88,6 +88,8 @@ _PLAIN = ("kind", "status", "stage", "progress", "message", "eta_seconds", "atte
           "worker_id", "source_language", "target_language", "detected_language", "priority",
           "asr_model", "source_url", "input_name", "input_size", "error", "main_artifact",
           "parent_job_id")  # parent_job_id: a re-dub's parent (coordinator.redub)
+
+
 def job_view(session: Session, job: Job | Mapping[str, Any], context: ViewContext | None = None) -> dict[str, Any]:
     """The full client view of a job (GET /jobs/<id>) from a Job or a job record (the hot path
     reads records, `queries.job_row`); `context` is shared across a page."""
@@ -99,7 +101,7 @@ def job_view(session: Session, job: Job | Mapping[str, Any], context: ViewContex
     view["queue_position"] = context.positions.get(job_id)
     view["options"] = fields["options"] or {}
     view["cancel_requested"] = bool(fields["cancel_requested"])
-    view["subtitles"] = subtitles_view(job) if fields["subtitles_sha256"] else None
+    view["subtitles"] = subtitles_view(job)
     for name in _TIMES:
         value = fields[name]
         view[name] = value
