@@ -105,19 +105,20 @@ def claim_next(session: Session, worker: WorkerInfo, policy: QueuePolicy,
     """Claim the best job this worker can run, in one atomic statement; None when there is none."""
     if not worker.kinds:
         return None
-    params = _next_params(worker, policy, _now(now))
+    now = _now(now)
     sqlite = lean.of(session).sqlite
-    if sqlite and not _claimable(session, params):
+    if sqlite and not _claimable(session, worker, now):
         return None
-    return _run_claim(session, statements.claim_next(not sqlite), params, events)
+    return _run_claim(session, statements.claim_next(not sqlite), _next_params(worker, policy, now), events)
 
 
-def _claimable(session: Session, params: dict[str, Any]) -> bool:
+def _claimable(session: Session, worker: WorkerInfo, now: float) -> bool:
     """SQLite: whether any job is claimable for these capabilities, read without the write lock.
-    An idle worker's claim (and every long-poll re-check) then never queues behind the writers;
-    a job that arrives after this read wakes the long poll, which claims again."""
+    An idle worker's claim (and every long-poll re-check) then never queues behind the writers,
+    and draws no lease token; a job that arrives after this read wakes the long poll, which
+    claims again."""
     with lean.of(session).reading() as cursor:
-        return cursor.first(statements.claimable(), params) is not None
+        return cursor.first(statements.claimable(), {"p_now": now, **_capability_params(worker)}) is not None
 
 
 def claim_specific(session: Session, job_id: str, worker: WorkerInfo, policy: QueuePolicy,
@@ -169,7 +170,7 @@ def claim_batch(session: Session, worker: WorkerInfo, policy: QueuePolicy, limit
         return []
     now = _now(now)
     store = lean.of(session)
-    if store.sqlite and not _claimable(session, _next_params(worker, policy, now)):
+    if store.sqlite and not _claimable(session, worker, now):
         return []
     claimed: list[Claimed] = []
     with store.transaction(session) as cursor:
