@@ -20,23 +20,28 @@ class Steps:
     def __init__(self, fail_voice_at: int | None = None):
         self.fail_voice_at = fail_voice_at
         self.threads: dict[str, set[str]] = {"translate": set(), "voice": set()}
-        self.concurrent = False
-        self._voicing = threading.Event()
+        self.spans: dict[str, list[tuple[float, float]]] = {"translate": [], "voice": []}
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether some translate call and some voice call ran at the same time (their spans
+        overlap: robust to when the scheduler lets either thread look)."""
+        return any(t0 < v1 and v0 < t1 for t0, t1 in self.spans["translate"] for v0, v1 in self.spans["voice"])
 
     def translate(self, unit):
         self.threads["translate"].add(threading.current_thread().name)
+        started = time.monotonic()
         time.sleep(0.02)
-        if self._voicing.is_set():
-            self.concurrent = True
+        self.spans["translate"].append((started, time.monotonic()))
         return [TranslatedSegment(s.index, s.start, s.end, s.text, s.text.upper()) for s in unit]
 
     def voice(self, translated):
         self.threads["voice"].add(threading.current_thread().name)
         if self.fail_voice_at is not None and translated[0].index == self.fail_voice_at:
             raise RuntimeError("voice failed")
-        self._voicing.set()
+        started = time.monotonic()
         time.sleep(0.02)
-        self._voicing.clear()
+        self.spans["voice"].append((started, time.monotonic()))
         return [SynthesizedSegment(s.index, None, 0.5, "fake") for s in translated]
 
 
@@ -57,6 +62,7 @@ def test_units_are_translated_then_voiced_in_order(overlap):
     else:
         assert steps.threads["translate"] == steps.threads["voice"] == {
             threading.current_thread().name}
+        assert not steps.concurrent  # one thread: the spans follow each other
 
 
 def test_a_voice_failure_is_raised_in_the_callers_thread():
