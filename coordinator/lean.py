@@ -1,4 +1,4 @@
-"""Hot-path statements on a pooled DBAPI connection, below the ORM session.
+"""Hot-path statements on a DBAPI connection, below the ORM session.
 
 An ORM session spends about 90 µs of Python per short transaction (its state machine, the
 Connection's execution context, result metadata); the same statement on a pooled DBAPI
@@ -8,9 +8,11 @@ once per dialect with its bind and result processors (JSON, booleans), so the SQ
 are exactly what SQLAlchemy itself would send. Everything else keeps the ORM session.
 
 SQLite connections run in autocommit mode (`coordinator.database`): a read is one statement and
-so is a single-statement write (`write_one`). PostgreSQL opens its transaction implicitly; each
-use ends it (commit after a write, rollback after reads). Statements that must commit with other
-work run on the ORM transaction's own connection (`joined`).
+so is a single-statement write (`write_one`); both run on the connection the thread keeps
+(`coordinator.keptconn`), transactions on pooled ones. PostgreSQL uses the pool throughout and
+opens its transaction implicitly; each use ends it (commit after a write, rollback after reads).
+Statements that must commit with other work run on the ORM transaction's own connection
+(`joined`).
 """
 from __future__ import annotations
 
