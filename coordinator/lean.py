@@ -193,7 +193,7 @@ class Lean:
         the write lock; it commits when the block ends and rolls back when it raises. A
         transaction `session` has open is committed first (see `write_one`)."""
         _end_open_transaction(session)
-        with _Block(self, commit=True, pooled=True) as cursor:
+        with _Block(self, commit=True) as cursor:
             if self.sqlite:
                 cursor.execute(_BEGIN_IMMEDIATE, {})
             yield cursor
@@ -220,16 +220,16 @@ class Lean:
 
 class _Block:
     """A block of statements on one connection's cursor (a class, not a generator: it runs on
-    every hot request). SQLite's single statements (`commit` False, not `pooled`) run on the
+    every hot request). SQLite's single statements (`commit` False) run on the
     thread's kept connection (`coordinator.keptconn`); anything else on a pooled connection,
     whose transaction ends with the block (commit, or roll back after an error) before it goes
     back to the pool."""
 
     __slots__ = ("lean", "commit", "kept", "connection", "cursor")
 
-    def __init__(self, lean: Lean, commit: bool, pooled: bool = False):
+    def __init__(self, lean: Lean, commit: bool):
         self.lean, self.commit = lean, commit
-        self.kept = lean.kept if lean.kept is not None and not commit and not pooled else None
+        self.kept = None if commit else lean.kept  # lean.kept: None on PostgreSQL
         self.connection = self.cursor = None
 
     def __enter__(self) -> LeanCursor:
@@ -248,7 +248,7 @@ class _Block:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> None:
         try:
             if kind is None:
-                self._end(self.lean, self.connection)
+                self._end()
             else:
                 self._failed(exc)
         finally:
@@ -266,8 +266,9 @@ class _Block:
         with contextlib.suppress(self.lean.dbapi_error):  # the first error is the one to see
             self.connection.rollback()
 
-    def _end(self, lean: Lean, connection: Any) -> None:
+    def _end(self) -> None:
         """Commit (a writing block) or end the read (PostgreSQL's implicit transaction)."""
+        lean, connection = self.lean, self.connection
         try:
             if self.commit:
                 connection.commit()

@@ -27,7 +27,6 @@ def redub_bundle(job: ClaimedJob) -> str | None:
     return None
 
 
-
 def checked_outputs(result: JobResult) -> tuple[OutputFile, ...]:
     """The result's outputs, after checking names, files and that the main one is present."""
     names = [o.name for o in result.outputs]
