@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flask import Flask
 
@@ -24,6 +24,29 @@ from .workers import WorkerRegistry
 __version__ = "0.1.0"
 
 logger = logging.getLogger(__name__)
+
+
+class CoordinatorFlask(Flask):
+    """Flask, with `ensure_sync`'s answer kept per function. Flask asks it of every hook and view
+    on every request (`inspect.iscoroutinefunction`, a few µs each); the functions are the app's
+    own, registered once, so the answer never changes."""
+
+    MAX_KNOWN = 4096  # hooks, views and error handlers are far fewer; a bound on odd callers
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._sync[func]
+        except KeyError:
+            known = super().ensure_sync(func)
+            if len(self._sync) < self.MAX_KNOWN:
+                self._sync[func] = known
+            return known
+        except TypeError:  # an unhashable callable: asked every time, as Flask does
+            return super().ensure_sync(func)
 
 
 def _job_view(session: Any, job: Any) -> dict[str, Any]:
@@ -71,7 +94,7 @@ def _init_database(app: Flask) -> None:
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the coordinator app: defaults, then environment, then `test_config`."""
-    app = Flask(__name__)
+    app = CoordinatorFlask(__name__)
     app.config.update(config_module.build(test_config))
     app.json.sort_keys = False
     _init_state(app)

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Iterator
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -129,16 +129,14 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 def install_http_timing(app: Flask, metrics: Metrics) -> None:
     """Time every request by method, route template and status (all bounded label values)."""
     children: dict[tuple[str, str, int], Any] = {}  # the histogram's children, found once each
-
-    @app.before_request
-    def _start() -> None:
-        g.metrics_started = time.perf_counter()
+    app.request_class = TimedRequest
 
     @app.after_request
     def _stop(response: Any) -> Any:
-        started = g.pop("metrics_started", None)
+        current = request._get_current_object()  # one context lookup, not one per attribute
+        started = getattr(current, "started", None)
         if started is not None:
-            method, rule = request.method, request.url_rule
+            method, rule = current.method, current.url_rule
             key = (method if method in HTTP_METHODS else "other",
                    rule.rule if rule is not None else "unmatched", response.status_code)
             child = children.get(key)
@@ -146,3 +144,12 @@ def install_http_timing(app: Flask, metrics: Metrics) -> None:
                 child = children[key] = metrics.http_seconds.labels(key[0], key[1], str(key[2]))
             child.observe(time.perf_counter() - started)
         return response
+
+
+class TimedRequest(Request):
+    """A request that notes when it was made (the start of its latency), so timing it needs no
+    `before_request` hook of its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.started = time.perf_counter()

@@ -34,8 +34,11 @@ _MAX_ID_DIGITS = 18  # fits a signed 64-bit integer
 def _events_is_not_a_job() -> None:
     """`/jobs/events` also matches `/jobs/<job_id>`: a method other than GET there is a 405 (with
     Allow), not a 404 for a job named "events"."""
-    rule = request.url_rule
-    if request.path == Routes.JOBS_EVENTS and rule is not None and rule.rule != Routes.JOBS_EVENTS:
+    current = request._get_current_object()  # one context lookup: this runs on every request
+    if current.path != Routes.JOBS_EVENTS:
+        return
+    rule = current.url_rule
+    if rule is not None and rule.rule != Routes.JOBS_EVENTS:
         raise MethodNotAllowed(valid_methods=["GET", "HEAD", "OPTIONS"])
 
 

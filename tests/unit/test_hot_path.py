@@ -321,3 +321,42 @@ def test_next_is_only_for_a_completing_upload_of_a_known_session(client, make_ke
     bad = _finish(client, wkey, claim(client, wkey), query="final=1&next=maybe")
     assert bad.status_code == 422 and bad.get_json()["error"]
 
+
+
+# --- Flask's per-request set-up ---------------------------------------------------------------
+
+def test_ensure_sync_is_asked_once_per_function(app, monkeypatch):
+    import flask
+
+    asked: list = []
+    real = flask.Flask.ensure_sync
+    monkeypatch.setattr(flask.Flask, "ensure_sync", lambda self, func: asked.append(func) or real(self, func))
+
+    def view():
+        return "ok"
+
+    assert app.ensure_sync(view) is view and app.ensure_sync(view) is view
+    assert asked == [view]  # the second answer came from memory
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self):
+            return "ok"
+
+    odd = Unhashable()
+    assert app.ensure_sync(odd) is odd and app.ensure_sync(odd) is odd
+    assert asked == [view, odd, odd]  # asked every time, as plain Flask does
+
+
+def test_requests_are_timed_without_a_before_request_hook(app, client):
+    from coordinator.metrics import TimedRequest
+
+    assert app.request_class is TimedRequest
+    assert not any("metrics" in getattr(f, "__module__", "") for f in app.before_request_funcs.get(None, []))
+    client.get("/health")
+    client.get("/health")
+    samples = app.extensions["dubfleet"].metrics.http_seconds.collect()[0].samples
+    counts = {s.labels["route"]: s.value for s in samples
+              if s.name.endswith("_count") and s.labels.get("method") == "GET"}
+    assert counts.get("/health") == 2
