@@ -322,7 +322,6 @@ def test_next_is_only_for_a_completing_upload_of_a_known_session(client, make_ke
     assert bad.status_code == 422 and bad.get_json()["error"]
 
 
-
 # --- Flask's per-request set-up ---------------------------------------------------------------
 
 def test_ensure_sync_is_asked_once_per_function(app, monkeypatch):
