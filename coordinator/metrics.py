@@ -134,15 +134,13 @@ def install_http_timing(app: Flask, metrics: Metrics) -> None:
     @app.after_request
     def _stop(response: Any) -> Any:
         current = request._get_current_object()  # one context lookup, not one per attribute
-        started = getattr(current, "started", None)
-        if started is not None:
-            method, rule = current.method, current.url_rule
-            key = (method if method in HTTP_METHODS else "other",
-                   rule.rule if rule is not None else "unmatched", response.status_code)
-            child = children.get(key)
-            if child is None:
-                child = children[key] = metrics.http_seconds.labels(key[0], key[1], str(key[2]))
-            child.observe(time.perf_counter() - started)
+        method, rule = current.method, current.url_rule
+        key = (method if method in HTTP_METHODS else "other",
+               rule.rule if rule is not None else "unmatched", response.status_code)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = metrics.http_seconds.labels(key[0], key[1], str(key[2]))
+        child.observe(time.perf_counter() - current.started)  # every request is a TimedRequest
         return response
 
 
